@@ -22,7 +22,9 @@ def check_probs(probs: ArrayLike, name: str = "probs") -> NDArray[np.float64]:
     if p.ndim == 2 and p.shape[1] < 2:
         raise ValueError(f"{name} has {p.shape[1]} column(s); a (n, K) array needs K >= 2")
     if not np.all(np.isfinite(p)):
-        raise ValueError(f"{name} contains NaN or infinite values ({int(np.sum(~np.isfinite(p)))} entries)")
+        raise ValueError(
+            f"{name} contains NaN or infinite values ({int(np.sum(~np.isfinite(p)))} entries)"
+        )
     if p.min() < 0.0 or p.max() > 1.0:
         raise ValueError(
             f"{name} must lie in [0, 1] (got min={p.min():.4g}, max={p.max():.4g}); "
@@ -49,6 +51,8 @@ def check_logits(logits: ArrayLike, name: str = "logits") -> NDArray[np.float64]
         raise ValueError(f"{name} is empty")
     if z.ndim == 2 and z.shape[1] < 2:
         raise ValueError(f"{name} has {z.shape[1]} column(s); a (n, K) array needs K >= 2")
+    if np.isfinite(z.sum()):  # fast path: one pass, no temporaries
+        return z
     if np.any(np.isnan(z)):
         raise ValueError(f"{name} contains NaN values ({int(np.isnan(z).sum())} entries)")
     if np.any(np.isposinf(z)):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -61,14 +60,18 @@ class Scores:
             )
         n, k = z.shape
         object.__setattr__(self, "logits", _frozen(z))
-        classes = tuple(str(c) for c in self.classes) if self.classes else tuple(str(i) for i in range(k))
+        classes = (
+            tuple(str(c) for c in self.classes) if self.classes else tuple(str(i) for i in range(k))
+        )
         if len(classes) != k:
             raise ValueError(f"Scores.classes has {len(classes)} names but logits have {k} columns")
         if len(set(classes)) != k:
             raise ValueError(f"Scores.classes has duplicate names: {classes}")
         object.__setattr__(self, "classes", classes)
         if self.labels is not None:
-            object.__setattr__(self, "labels", _frozen(check_labels(self.labels, n, k, name="Scores.labels")))
+            object.__setattr__(
+                self, "labels", _frozen(check_labels(self.labels, n, k, name="Scores.labels"))
+            )
         ids = np.asarray(self.ids)
         if ids.size == 0 and n > 0:
             ids = np.arange(n, dtype=np.int64)
@@ -143,7 +146,9 @@ class Scores:
     # ------------------------------------------------------------------ transforms
     def with_logits(self, logits: ArrayLike, **meta: Any) -> Scores:
         """Same items with new ``(n, K)`` logits (e.g. after calibration); ``meta`` is merged."""
-        return replace(self, logits=np.asarray(logits, dtype=np.float64), meta={**self.meta, **meta})
+        return replace(
+            self, logits=np.asarray(logits, dtype=np.float64), meta={**self.meta, **meta}
+        )
 
     def subset(self, index: ArrayLike) -> Scores:
         """Rows selected by an integer index or boolean mask."""
@@ -163,7 +168,9 @@ class Scores:
         classes = parts[0].classes
         for p in parts[1:]:
             if p.classes != classes:
-                raise ValueError(f"cannot concat Scores over different classes: {classes} vs {p.classes}")
+                raise ValueError(
+                    f"cannot concat Scores over different classes: {classes} vs {p.classes}"
+                )
         has_labels = [p.labels is not None for p in parts]
         if any(has_labels) and not all(has_labels):
             raise ValueError("cannot concat labeled and unlabeled Scores")
@@ -192,14 +199,15 @@ class Scores:
 
         CSV/JSONL get a ``<path>.meta.json`` sidecar holding ``classes`` and ``meta``.
         """
+        from calibkit._atomic import atomic_write
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         df = self.to_frame()
         header = {"classes": list(self.classes), "meta": self.meta, "calibkit_scores": 1}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            suffix = path.suffix.lower()
+        suffix = path.suffix.lower()
+        if suffix not in (".parquet", ".csv", ".jsonl", ".json"):
+            raise ValueError(f"unknown file type {suffix!r}: use .parquet, .csv or .jsonl")
+        with atomic_write(path) as tmp:
             if suffix == ".parquet":
                 import pyarrow as pa
                 import pyarrow.parquet as pq
@@ -209,15 +217,9 @@ class Scores:
                 md[b"calibkit"] = json.dumps(header, default=str).encode()
                 pq.write_table(table.replace_schema_metadata(md), tmp)
             elif suffix == ".csv":
-                df.to_csv(tmp, index=False)
-            elif suffix in (".jsonl", ".json"):
-                df.to_json(tmp, orient="records", lines=True)
+                df.to_csv(tmp, index=False, float_format="%.17g")
             else:
-                raise ValueError(f"unknown file type {suffix!r}: use .parquet, .csv or .jsonl")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+                df.to_json(tmp, orient="records", lines=True, double_precision=15)
         if path.suffix.lower() != ".parquet":
             side = path.with_name(path.name + ".meta.json")
             side.write_text(json.dumps(header, default=str, indent=2))
@@ -251,7 +253,7 @@ class Scores:
         logit_cols = [c for c in df.columns if str(c).startswith("logit_")]
         if not logit_cols:
             raise ValueError(f"{path} has no logit_<class> columns; is it a calibkit Scores file?")
-        classes = tuple(header.get("classes") or [c[len("logit_"):] for c in logit_cols])
+        classes = tuple(header.get("classes") or [c[len("logit_") :] for c in logit_cols])
         logits = df[[f"logit_{c}" for c in classes]].to_numpy(dtype=np.float64)
         labels = None
         if "label" in df.columns:
@@ -259,7 +261,9 @@ class Scores:
             names = df["label"].astype(str)
             unknown = sorted(set(names) - set(lookup))
             if unknown:
-                raise ValueError(f"{path}: labels {unknown[:5]} are not among the classes {classes}")
+                raise ValueError(
+                    f"{path}: labels {unknown[:5]} are not among the classes {classes}"
+                )
             labels = names.map(lookup).to_numpy(dtype=np.int64)
         ids = df["id"].to_numpy() if "id" in df.columns else None
         return cls(
@@ -272,4 +276,6 @@ class Scores:
 
     def __repr__(self) -> str:
         lab = "labeled" if self.labels is not None else "unlabeled"
-        return f"Scores(n={len(self)}, classes={self.classes!r}, {lab}, meta_keys={sorted(self.meta)})"
+        return (
+            f"Scores(n={len(self)}, classes={self.classes!r}, {lab}, meta_keys={sorted(self.meta)})"
+        )

@@ -12,8 +12,16 @@ from collections.abc import Sequence
 
 # (command, module, one-line help). Order is the order shown in --help.
 COMMANDS: list[tuple[str, str, str]] = [
-    ("demo", "calibkit.cli.demo", "offline demo: score a bundled sample with SmolLM2, calibrate, report"),
-    ("evaluate", "calibkit.cli.evaluate", "metrics table and reliability diagram for a scored file"),
+    (
+        "demo",
+        "calibkit.cli.demo",
+        "offline demo: score a bundled sample with SmolLM2, calibrate, report",
+    ),
+    (
+        "evaluate",
+        "calibkit.cli.evaluate",
+        "metrics table and reliability diagram for a scored file",
+    ),
     ("fit", "calibkit.cli.fit", "fit a calibrator on a scored file and save it as JSON"),
     ("apply", "calibkit.cli.apply", "apply a saved calibrator to a scored file"),
     ("score", "calibkit.cli.score", "score a dataset with an LLM (classify or mcq)"),

@@ -1,0 +1,1 @@
+"""Runners that reproduce each paper's tables from a config (``calibkit experiment NAME``)."""
