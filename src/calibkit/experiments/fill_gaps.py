@@ -1,0 +1,385 @@
+"""``calibkit experiment fill-gaps``: paper 000 ("Fill In The Gaps"), Table 4.
+
+For each seed: split the dataset as in section 4.2, train the downstream classifier on the
+training split, and evaluate on the real test split
+
+* **Uncalibrated** (the paper's Baseline), **Isotonic**, **Platt**, **Temperature** (calibrators
+  fitted on the validation split, :mod:`calibkit.calibrators`) and **MC dropout** (10 passes,
+  encoder classifier only);
+* **Real N**: the classifier retrained on training + validation without synthetic data (a control
+  the paper does not report: Synthesis+ also trains on the validation points);
+* for every bin count ``M``: gaps on the validation split (:func:`~calibkit.synthetic.find_gaps`),
+  LLM generation + relabel for the target items (:mod:`calibkit.synthetic.generate`, cached),
+  **Synthesis** and **Synthesis+** (:func:`~calibkit.synthetic.augment`), retrain, test.
+
+Splits: ``twitter_complaints`` 80:10:10 train/val/test (random, per seed); ``subj`` 80:20
+train/test then 20 % of train as validation; ``cr`` and ``banking77`` (two intents, age_limit vs
+atm_support) keep their official test split and take 20 % of train as validation.
+``--train-size`` subsamples the non-test pool before the validation split (to keep CPU runs
+short and the synthetic share near the paper's 7-18 % of the training set).
+
+Outputs (atomic) in ``--output-dir``: ``raw.csv`` (one row per seed x method x M),
+``summary.csv`` and ``report.md`` (Table 4 layout: ACC and ECE, mean (std) over seeds),
+``synthetic_<seed>_M<M>.jsonl`` (the kept texts). Generations live in a SQLite cache
+(``--cache``), so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from calibkit._atomic import atomic_write
+
+__all__ = ["add_arguments", "format_table", "load_splits", "run", "run_seed", "summarize"]
+
+DATASETS = ("subj", "cr", "twitter_complaints", "banking77")
+B77_INTENTS = ("age_limit", "atm_support")
+METHODS = (
+    "Uncalibrated",
+    "Isotonic",
+    "Platt",
+    "Temperature",
+    "MC dropout",
+    "Real N",
+    "Synthesis",
+    "Synthesis+",
+)
+
+
+# ---------------------------------------------------------------------------- data
+def load_splits(
+    dataset: str,
+    seed: int,
+    *,
+    data_dir: str | None = None,
+    train_size: int | None = None,
+) -> dict[str, tuple[list[str], NDArray[np.int64]]]:
+    """``{"train", "val", "test"} -> (texts, labels)`` for one seed (see the module docstring)."""
+    from calibkit.datasets import load_classification
+
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    df = load_classification(dataset, data_dir=data_dir)
+    rng = np.random.default_rng(seed)
+    if dataset == "banking77":
+        df = df[df["label"].isin(B77_INTENTS)].reset_index(drop=True)
+        df["label_id"] = df["label"].map({c: i for i, c in enumerate(B77_INTENTS)})
+    texts = df["text"].astype(str).to_numpy()
+    y = df["label_id"].to_numpy(dtype=np.int64)
+    split = df["split"].to_numpy()
+    if dataset in ("subj", "twitter_complaints"):
+        perm = rng.permutation(len(df))
+        n_test = round(len(df) * (0.1 if dataset == "twitter_complaints" else 0.2))
+        test_idx, rest = perm[:n_test], perm[n_test:]
+    else:
+        test_idx = np.flatnonzero(split == "test")
+        rest = rng.permutation(np.flatnonzero(split == "train"))
+    if train_size is not None and train_size < rest.size:
+        rest = rest[:train_size]
+    n_val = round((0.1 / 0.9 if dataset == "twitter_complaints" else 0.2) * rest.size)
+    val_idx, train_idx = rest[:n_val], rest[n_val:]
+    return {
+        k: ([str(t) for t in texts[idx]], y[idx])
+        for k, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))
+    }
+
+
+# ---------------------------------------------------------------------------- backends
+def make_backend(spec: str, *, base_url: str | None = None, batch_size: int = 16) -> Any:
+    """A generator backend: ``smollm2`` (bundled), a local folder / hub id / ``gemma3-270m``
+    (transformers), or ``openai:<model>`` with ``base_url`` (OpenAI-compatible server)."""
+    if spec.startswith("openai:"):
+        from calibkit.scoring.backends.openai_http import OpenAICompatibleBackend
+
+        if not base_url:
+            raise ValueError("--generator openai:<model> needs --base-url")
+        return OpenAICompatibleBackend(base_url=base_url, model=spec.split(":", 1)[1])
+    from calibkit.scoring import TransformersBackend
+
+    model = None if spec in ("smollm2", "default") else spec
+    return TransformersBackend.from_pretrained(model, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------- one seed
+def _metrics(
+    probs: NDArray[np.float64], labels: NDArray[np.int64], n_bins: int
+) -> dict[str, float]:
+    from calibkit.metrics import accuracy, ece
+
+    return {"acc": accuracy(probs, labels), "ece": ece(probs, labels, n_bins=n_bins)}
+
+
+def run_seed(
+    args: argparse.Namespace, seed: int, backend_box: dict[str, Any], out_dir: Path
+) -> list[dict[str, Any]]:
+    """All rows of one seed (baselines, Real N, Synthesis/Synthesis+ per bin count)."""
+    from sklearn.base import clone
+
+    from calibkit._math import to_probs
+    from calibkit.calibrators import IsotonicCalibrator, PlattScaling, TemperatureScaling
+    from calibkit.synthetic import (
+        augment,
+        find_gaps,
+        generate_synthetic,
+        get_task,
+        make_classifier,
+        requests_from_gaps,
+    )
+
+    splits = load_splits(args.dataset, seed, data_dir=args.data_dir, train_size=args.train_size)
+    (xtr, ytr), (xva, yva), (xte, yte) = splits["train"], splits["val"], splits["test"]
+    kw: dict[str, Any] = {}
+    if args.classifier == "encoder":
+        kw = {"model": args.encoder_model, "seed": seed, "progress": args.progress}
+    base = make_classifier(args.classifier, **kw)
+    clf = clone(base).fit(xtr, ytr)
+    zva, zte = clf.predict_logits(xva), clf.predict_logits(xte)
+    pva, pte = to_probs(zva), to_probs(zte)
+    eb = args.eval_bins
+    common = {"dataset": args.dataset, "seed": seed, "n_train": len(xtr)}
+    rows: list[dict[str, Any]] = [
+        {**common, "method": "Uncalibrated", "bins": 0, **_metrics(pte, yte, eb)}
+    ]
+    binary = pva.shape[1] == 2
+    iso = IsotonicCalibrator().fit(pva[:, 1] if binary else pva, yva)
+    rows.append(
+        {
+            **common,
+            "method": "Isotonic",
+            "bins": 0,
+            **_metrics(iso.predict_proba(pte[:, 1] if binary else pte), yte, eb),
+        }
+    )
+    dva, dte = (zva[:, 1] - zva[:, 0], zte[:, 1] - zte[:, 0]) if binary else (zva, zte)
+    platt = PlattScaling().fit(dva, yva)
+    rows.append(
+        {**common, "method": "Platt", "bins": 0, **_metrics(platt.predict_proba(dte), yte, eb)}
+    )
+    ts = TemperatureScaling().fit(zva, yva)
+    rows.append(
+        {**common, "method": "Temperature", "bins": 0, **_metrics(ts.predict_proba(zte), yte, eb)}
+    )
+    if args.classifier == "encoder":
+        pmc = clf.predict_proba(xte, mc_dropout=10)
+        rows.append({**common, "method": "MC dropout", "bins": 0, **_metrics(pmc, yte, eb)})
+    xall, yall = xtr + xva, np.concatenate([ytr, yva])
+    real = clone(base).fit(xall, yall)
+    rows.append(
+        {
+            **common,
+            "method": "Real N",
+            "bins": 0,
+            "n_train": len(xall),
+            **_metrics(real.predict_proba(xte), yte, eb),
+        }
+    )
+
+    task = get_task(args.dataset)
+    for m in args.bins:
+        report = find_gaps(pva, yva, m, threshold=args.threshold)
+        cap = args.max_targets if args.max_targets > 0 else None
+        reqs = requests_from_gaps(report, xva, yva, max_total=cap, seed=seed)
+        info = {
+            "s1": len(reqs),
+            "targets_all": report.n_target,
+            "target_bins": ",".join(f"{t.bin}:{t.scenario}" for t in report.targets),
+        }
+        if not reqs:
+            for meth in ("Synthesis", "Synthesis+"):
+                rows.append(
+                    {
+                        **common,
+                        "method": meth,
+                        "bins": m,
+                        **info,
+                        "s2": 0,
+                        "n_train": len(xall),
+                        **_metrics(real.predict_proba(xte), yte, eb),
+                    }
+                )
+            continue
+        if "backend" not in backend_box:
+            print(f"loading generator {args.generator} ...", file=sys.stderr, flush=True)
+            backend_box["backend"] = make_backend(
+                args.generator, base_url=args.base_url, batch_size=args.batch_size
+            )
+        t0 = time.time()
+        kept, stats = generate_synthetic(
+            backend_box["backend"],
+            task,
+            reqs,
+            n_utterances=args.n_utterances,
+            max_new_tokens=args.max_new_tokens,
+            relabel_mode=args.relabel_mode,
+            cache=args.cache,
+            progress=args.progress,
+            batch_size=args.batch_size,
+        )
+        info.update(
+            {f"gen_{k}": v for k, v in stats.items()}, gen_seconds=round(time.time() - t0, 1)
+        )
+        with atomic_write(out_dir / f"synthetic_{seed}_M{m}.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(s.__dict__) + "\n" for s in kept), encoding="utf-8")
+        target_index = len(xtr) + np.asarray([r.source for r in reqs], dtype=np.int64)
+        for meth, mode in (("Synthesis", "synthesis"), ("Synthesis+", "synthesis+")):
+            ts_ = augment(xall, yall, target_index, kept, mode=mode, seed=seed)  # type: ignore[arg-type]
+            model = clone(base).fit(ts_.texts, ts_.labels)
+            rows.append(
+                {
+                    **common,
+                    "method": meth,
+                    "bins": m,
+                    **info,
+                    "s2": ts_.n_added,
+                    "n_train": len(ts_),
+                    **_metrics(model.predict_proba(xte), yte, eb),
+                }
+            )
+    return rows
+
+
+# ---------------------------------------------------------------------------- summary
+def summarize(rows: Sequence[dict[str, Any]]) -> Any:
+    """Mean and std over seeds of ACC and ECE per (method, bins) -> DataFrame."""
+    import pandas as pd
+
+    df = pd.DataFrame(list(rows))
+    g = df.groupby(["method", "bins"], sort=False)
+    out = g.agg(
+        acc_mean=("acc", "mean"),
+        acc_std=("acc", "std"),
+        ece_mean=("ece", "mean"),
+        ece_std=("ece", "std"),
+        n_seeds=("seed", "nunique"),
+        n_train=("n_train", "mean"),
+    ).reset_index()
+    if "s2" in df.columns:
+        out = out.merge(
+            g.agg(s1=("s1", "mean"), s2=("s2", "mean")).reset_index(),
+            on=["method", "bins"],
+            how="left",
+        )
+    return out.fillna({"acc_std": 0.0, "ece_std": 0.0})
+
+
+def format_table(summary: Any, dataset: str) -> str:
+    """Markdown in Table 4's layout: baselines, then Synthesis / Synthesis+ per bin count."""
+    lines = [f"| {dataset} | ACC | ECE | S2 / n_train |", "|---|---|---|---|"]
+
+    def row(r: Any, name: str) -> str:
+        extra = (
+            f"{r.s2:.0f} / {r.n_train:.0f}"
+            if "s2" in summary.columns and r.s2 == r.s2
+            else f"- / {r.n_train:.0f}"
+        )
+        return (
+            f"| {name} | {r.acc_mean:.3f} ({r.acc_std:.3f}) | {r.ece_mean:.3f} ({r.ece_std:.3f})"
+            f" | {extra} |"
+        )
+
+    for r in summary.itertuples():
+        if r.bins == 0:
+            lines.append(row(r, r.method))
+    for m in sorted({int(b) for b in summary["bins"] if b}):
+        lines.append(f"| **{m} bins** | | | |")
+        for r in summary.itertuples():
+            if r.bins == m:
+                lines.append(row(r, r.method))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``calibkit experiment fill-gaps``."""
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument(
+        "--bins", type=int, nargs="+", default=[10, 15, 20], help="bin counts M of the gap search"
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    parser.add_argument(
+        "--generator",
+        default="smollm2",
+        help="smollm2, a model folder / hub id, or openai:<model> (+ --base-url)",
+    )
+    parser.add_argument("--base-url", default=None, help="OpenAI-compatible API root (…/v1)")
+    parser.add_argument("--classifier", default="tfidf", choices=("tfidf", "embedding", "encoder"))
+    parser.add_argument(
+        "--encoder-model",
+        default="bert-base-uncased",
+        help="local folder or cached hub id of the encoder (--classifier encoder)",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=0.03, help="minimum |D_m| of a target bin"
+    )
+    parser.add_argument(
+        "--max-targets",
+        type=int,
+        default=40,
+        help="cap on target items sent to the LLM per seed and M (0: all)",
+    )
+    parser.add_argument("--train-size", type=int, default=None, help="subsample the train split")
+    parser.add_argument("--eval-bins", type=int, default=15, help="bins of the test ECE")
+    parser.add_argument("--n-utterances", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts per generator call")
+    parser.add_argument("--relabel-mode", default="next_token", choices=("next_token", "generate"))
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="SQLite cache of generations (default: <output-dir>/generations.sqlite)",
+    )
+    parser.add_argument("--output-dir", default=None, help="default runs/fill_gaps/<dataset>")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 is fastest on a shared machine)",
+    )
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every seed, write the outputs, print the Table 4 layout. Returns 0."""
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    for m in args.bins:
+        if m < 2:
+            raise ValueError(f"--bins must be >= 2, got {m}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.output_dir or f"runs/fill_gaps/{args.dataset}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.cache is None:
+        args.cache = str(out_dir / "generations.sqlite")
+    rows: list[dict[str, Any]] = []
+    box: dict[str, Any] = {}
+    for seed in range(args.seeds):
+        rows.extend(run_seed(args, seed, box, out_dir))
+        import pandas as pd
+
+        with atomic_write(out_dir / "raw.csv") as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+    summary = summarize(rows)
+    table = format_table(summary, args.dataset)
+    with atomic_write(out_dir / "summary.csv") as tmp:
+        summary.to_csv(tmp, index=False)
+    with atomic_write(out_dir / "report.md") as tmp:
+        tmp.write_text(
+            f"# fill-gaps: {args.dataset}, classifier {args.classifier}, generator "
+            f"{args.generator}, {args.seeds} seeds\n\n{table}\n",
+            encoding="utf-8",
+        )
+    print(table)
+    return 0

@@ -1,0 +1,194 @@
+"""Paper 002 Tables 2 and 4: CFT / RCFT vs the aligned model, temperature scaling and label
+smoothing, in-domain (MMLU + MedMCQA + OpenBookQA test split) and out-of-domain (ARC-Challenge),
+plus the win rate of Appendix C.1 and an RCFT lambda sweep.
+
+``calibkit experiment finetune --out DIR`` runs every method of ``--methods`` from the same base
+model (each fine-tuned method gets a fresh LoRA on a copy), writes ``DIR/results/<name>.json``
+per method, ``DIR/table.md`` and ``DIR/results.json``. Re-running the same command resumes:
+finished methods are read back, an interrupted training continues from its last checkpoint.
+
+``--smoke`` shrinks everything to a CI-sized run (at most 32 questions per split, 4 steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PAPER_TABLE2", "add_arguments", "format_table", "run"]
+
+#: Paper 002 Table 2 (DPO / RLHF rows and CFT rows), for the comparison in the report:
+#: model -> method -> (conf-ECE in, conf-ECE out, cw-ECE in, cw-ECE out, acc in, acc out)
+PAPER_TABLE2: dict[str, dict[str, tuple[float, ...]]] = {
+    "Llama3.1-8B-Tulu": {
+        "DPO": (0.1953, 0.1212, 0.0953, 0.0650, 0.6228, 0.7810),
+        "CFT": (0.0239, 0.0688, 0.0582, 0.0375, 0.6410, 0.8000),
+        "RCFT": (0.0897, 0.0810, 0.0771, 0.0526, 0.8341, 0.7991),
+    },
+    "Vicuna-7B": {
+        "RLHF": (0.1422, 0.0852, 0.0979, 0.0560, 0.4344, 0.5233),
+        "CFT": (0.0379, 0.0331, 0.0583, 0.0491, 0.4481, 0.6172),
+        "RCFT": (0.0474, 0.0672, 0.0459, 0.0530, 0.6015, 0.6035),
+    },
+}
+
+_METHODS = ("dpo", "ts", "label_smoothing", "cft", "rcft")
+_LABELS = {
+    "dpo": "aligned model (as is)",
+    "ts": "temperature scaling",
+    "label_smoothing": "label smoothing",
+    "cft": "CFT",
+    "rcft": "RCFT",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from calibkit.finetune.pipeline import (
+        add_data_arguments,
+        add_eval_arguments,
+        add_train_arguments,
+    )
+
+    parser.add_argument("--out", default="calibkit-out/experiment-finetune")
+    parser.add_argument(
+        "--methods", default=",".join(_METHODS), help="subset of " + ",".join(_METHODS)
+    )
+    parser.add_argument(
+        "--lambdas",
+        default="",
+        help="RCFT lambda sweep (Table 4), e.g. '0,0.4,1,1.8,ece-only' ('' = no sweep)",
+    )
+    parser.add_argument("--rcft-lambda", type=float, default=1.0, help="lambda of the RCFT row")
+    parser.add_argument(
+        "--smoke", action="store_true", help="CI-sized run: <= 32 questions per split, 4 steps"
+    )
+    add_data_arguments(parser, n_train=3000, n_val=500, n_test=2000, n_ood=2000)
+    add_train_arguments(parser)
+    add_eval_arguments(parser)
+
+
+def _apply_smoke(args: argparse.Namespace) -> None:
+    args.n_train, args.n_val = min(args.n_train, 32), min(args.n_val, 32)
+    args.n_test, args.n_ood = min(args.n_test, 32), min(args.n_ood, 32)
+    args.max_steps = 4 if args.max_steps is None else args.max_steps
+    args.epochs = 1
+    args.batch_size = 4
+    args.win_rate_pairs = min(args.win_rate_pairs, 4)
+    args.win_rate_max_chars = args.win_rate_max_chars or 600
+    args.em_max_examples = args.em_max_examples or 16
+    args.bootstrap = min(args.bootstrap, 100)
+
+
+def _lambda_runs(text: str) -> list[tuple[str, dict[str, Any]]]:
+    runs = []
+    for tok in (t.strip() for t in text.split(",") if t.strip()):
+        if tok.lower() in ("ece-only", "ece_only", "inf"):
+            runs.append(("rcft_lambda_ece_only", {"lam": 1.0, "lm_weight": 0.0}))
+            continue
+        try:
+            lam = float(tok)
+        except ValueError:
+            raise ValueError(f"--lambdas: {tok!r} is neither a number nor 'ece-only'") from None
+        if not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"--lambdas: lambda must be finite and >= 0; got {tok}")
+        runs.append((f"rcft_lambda_{lam:g}", {"lam": lam}))
+    return runs
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown table in the layout of the paper's Table 2 (plus win rates); bootstrap 95 %
+    intervals in brackets where computed."""
+    wr_sets = sorted({k for r in results.values() for k in r.get("win_rate", {})})
+    head = ["method", "conf-ECE in", "conf-ECE out", "cw-ECE in", "cw-ECE out", "acc in", "acc out"]
+    head += [f"win rate {k}" for k in wr_sets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, res in results.items():
+        m = res["metrics"]
+        cells = [_LABELS.get(name, name)]
+        for key in ("conf_ece", "cw_ece", "accuracy"):
+            for split in ("test", "ood"):
+                if name == "ts" and key == "accuracy":
+                    cells.append("-")
+                elif split not in m:
+                    cells.append("n/a")
+                else:
+                    d = m[split]
+                    ci = (
+                        f" [{d[key + '_low']:.3f}, {d[key + '_high']:.3f}]"
+                        if key + "_low" in d
+                        else ""
+                    )
+                    cells.append(f"{d[key]:.4f}{ci}")
+        for k in wr_sets:
+            w = res.get("win_rate", {}).get(k)
+            cells.append(f"{w['win_rate']:.3f} (n={w['n']})" if w else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    from calibkit.finetune.data import SYSTEM_PROMPT
+    from calibkit.finetune.pipeline import (
+        atomic_write_json,
+        check_splits,
+        config_from_args,
+        evaluate_model,
+        load_model_from_args,
+        score_split,
+        settings_from_args,
+        splits_from_args,
+        temperature_scaling_result,
+        train_and_evaluate,
+    )
+
+    if args.smoke:
+        _apply_smoke(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = sorted(set(methods) - set(_METHODS))
+    if bad:
+        raise ValueError(f"--methods: unknown {bad}; choose from {', '.join(_METHODS)}")
+    sweep = _lambda_runs(args.lambdas)
+    configs = {}
+    for m in methods:
+        if m in ("label_smoothing", "cft"):
+            configs[m] = config_from_args(args, m, lam=0.0 if args.lam is None else args.lam)
+        elif m == "rcft":
+            configs[m] = config_from_args(args, "rcft", lam=args.rcft_lambda)
+    for name, kw in sweep:
+        configs[name] = config_from_args(args, "rcft", **kw)
+
+    out = Path(args.out)
+    t0 = time.time()
+    splits = splits_from_args(args)
+    check_splits(out, splits)
+    settings = settings_from_args(args)
+    model, tok = load_model_from_args(args)
+    evals = {"test": splits["test"], "ood": splits["ood"]}
+    results: dict[str, dict[str, Any]] = {}
+    if "dpo" in methods or "ts" in methods:
+        base = evaluate_model(model, tok, evals, out, "dpo", settings)
+        if "dpo" in methods:
+            results["dpo"] = base
+    if "ts" in methods:
+        if not splits["val"]:
+            raise ValueError("temperature scaling needs validation questions: --n-val > 0")
+        score_split(model, tok, "dpo", "val", splits["val"], out, settings, SYSTEM_PROMPT)
+        results["ts"] = temperature_scaling_result(out, "dpo", settings)
+    done: dict[str, str] = {}
+    for name, cfg in configs.items():
+        fp = cfg.fingerprint()
+        if fp in done:  # e.g. the sweep's lambda = 1 is the RCFT row
+            results[name] = {**results[done[fp]], "same_as": done[fp]}
+            continue
+        results[name] = train_and_evaluate(
+            model, tok, cfg, splits["train"], evals, out, name, settings
+        )
+        done[fp] = name
+    table = format_table(results)
+    (out / "table.md").write_text(table)
+    atomic_write_json(out / "results.json", {"results": results, "elapsed_s": time.time() - t0})
+    print(table)
+    return 0
