@@ -7,17 +7,20 @@ SUBJ) in one-forward-pass (``next_token``) mode:
 * ``gemma3-zs``: Gemma 3 270M (base), zero-shot;
 * ``smollm2-fs``: SmolLM2-135M-Instruct with 4 in-context examples (2 per class).
 
-Cost of an item is ``FLOPs = 2 x parameters x prompt tokens`` (the per-token pricing of an API);
-the wall-clock seconds per item measured on this machine are reported beside it. Models enter the
-cascade cheapest first. Each repeat splits the merged items (stratified by task and label) into a
-calibration part (temperature or vector scaling per model and task), a dev part (edge search:
-Optuna TPE, mean F1 over 10 80/20 splits; Algorithm 1 on all of dev) and a test part (every row of
-the table). Results are mean +- std over repeats.
+Cost of an item (``--cost``) is by default its forward FLOPs as executed: ``2 x (params -
+embedding params) x prompt tokens + 2 x hidden x vocab`` (logits at one position), counting every
+prompt token as an API bills it; ``flops2n`` (``2 x params x tokens``) and the wall-clock seconds
+measured here are stored too. Models enter the cascade cheapest first. Each repeat splits the
+merged items (stratified by task and label) into a calibration part (vector scaling by default,
+or temperature scaling, per model and task), a dev part (edge search: Optuna TPE, mean F1 over
+10 80/20 splits, bins per model tried in 2, 3, 5 and 10 and picked on dev; Algorithm 1 on all of
+dev) and a test part (every row of the table). Results are mean +- std over 5 repeats.
 
 Stages:
 
-* ``score``: runs the models (a few minutes of CPU; every item goes through the SQLite score cache,
-  so a rerun costs nothing) and writes one Scores file per task and model to ``--fixtures``.
+* ``score``: runs the models (900 items x 3 labelers: 20-50 min on 2 shared CPU cores; every item
+  goes through the SQLite score cache, so a rerun costs nothing) and writes one Scores file per
+  task and model to ``--fixtures``.
 * ``analyze``: reads those files and writes ``cascade_table.md``, ``cascade_rows.json`` and
   ``cascade_frontier.png`` to ``--out``.
 
@@ -25,7 +28,9 @@ Regenerate the committed fixtures and the table in ``docs/cascade.md``::
 
     calibkit experiment cascade --stage score --fixtures tests/fixtures/ensemble
     calibkit experiment cascade --stage analyze --fixtures tests/fixtures/ensemble \\
-        --out results/cascade
+        --out results/cascade            # vector scaling, bins 2 3 5 10 (the docs' main table)
+    calibkit experiment cascade --stage analyze --calibrator temperature --bins 5 10 \\
+        --out results/cascade_ts
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ __all__ = [
     "run",
     "sample_items",
     "score",
+    "summary_table",
 ]
 
 
@@ -129,8 +135,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="random cal/dev/test splits")
     parser.add_argument("--cal-frac", type=float, default=0.2)
     parser.add_argument("--test-frac", type=float, default=0.3)
-    parser.add_argument("--calibrator", choices=["temperature", "vector"], default="temperature")
-    parser.add_argument("--bins", type=int, nargs="+", default=[5, 10])
+    parser.add_argument("--calibrator", choices=["temperature", "vector"], default="vector")
+    parser.add_argument(
+        "--bins",
+        type=int,
+        nargs="+",
+        default=[2, 3, 5, 10],
+        help="bins per model tried (paper: 5 and 10); the best on dev is reported",
+    )
     parser.add_argument("--trials", type=int, default=400)
     parser.add_argument("--splits", type=int, default=10)
     parser.add_argument(
@@ -439,6 +451,30 @@ def _calibrate(
     return out, temps
 
 
+def summary_table(agg: dict[str, dict[str, Any]], names: list[str], models: list[str]) -> list[str]:
+    """Markdown lines of the mean +- std table; F1 also relative to the cheapest model's best
+    single-model row (calibrated where calibration changed its answers)."""
+    cal_ref = f"{models[0]} alone (cal.)"
+    ref = cal_ref if cal_ref in agg else f"{models[0]} alone"
+    if ref not in agg:
+        ref = names[0]
+    lines = [
+        f"| policy | F1 | prec. | recall | acc. | F1 / {ref} | cost (x {models[0]}) | "
+        + " | ".join(f"reach {x}" for x in models)
+        + " |",
+        "|" + "---|" * (7 + len(models)),
+    ]
+    for name in names:
+        a = agg[name]
+        share = " | ".join(f"{x:.0%}" for x in a["share"])
+        lines.append(
+            f"| {name} | {a['f1'][0]:.3f} ± {a['f1'][1]:.3f} | {a['precision'][0]:.3f} | "
+            f"{a['recall'][0]:.3f} | {a['accuracy'][0]:.3f} | {a['f1'][0] / agg[ref]['f1'][0]:.3f} "
+            f"| {a['relative_cost'][0]:.2f}x ± {a['relative_cost'][1]:.2f} | {share} |"
+        )
+    return lines
+
+
 def analyze(
     fixtures: Path,
     tasks: list[str],
@@ -447,8 +483,8 @@ def analyze(
     repeats: int = 5,
     cal_frac: float = 0.2,
     test_frac: float = 0.3,
-    calibrator: str = "temperature",
-    bins: list[int] | tuple[int, ...] = (5, 10),
+    calibrator: str = "vector",
+    bins: list[int] | tuple[int, ...] = (2, 3, 5, 10),
     n_trials: int = 400,
     n_splits: int = 10,
     cost: str = "flops",
@@ -460,7 +496,7 @@ def analyze(
     from calibkit.ensemble.report import PolicyRow, format_table, frontier_plot, table3
 
     m = load_fixtures(fixtures, tasks, models, order_by=cost)
-    n, K, _ = m.logits.shape
+    n = m.logits.shape[0]
     costs = m.costs[cost]
     uncal = softmax(m.logits, axis=2)
     per_repeat: list[list[PolicyRow]] = []
@@ -497,21 +533,7 @@ def analyze(
         shares = np.array([rows[i].share_of_items for rows in per_repeat])
         agg[name] = {f: (float(v.mean()), float(v.std())) for f, v in vals.items()}
         agg[name]["share"] = shares.mean(axis=0).tolist()
-    ref = names[0]
-    lines = [
-        f"| policy | F1 | prec. | recall | acc. | F1 / {ref} | cost (x {m.models[0]}) | "
-        + " | ".join(f"reach {x}" for x in m.models)
-        + " |",
-        "|" + "---|" * (7 + K),
-    ]
-    for name in names:
-        a = agg[name]
-        share = " | ".join(f"{x:.0%}" for x in a["share"])
-        lines.append(
-            f"| {name} | {a['f1'][0]:.3f} ± {a['f1'][1]:.3f} | {a['precision'][0]:.3f} | "
-            f"{a['recall'][0]:.3f} | {a['accuracy'][0]:.3f} | {a['f1'][0] / agg[ref]['f1'][0]:.3f} "
-            f"| {a['relative_cost'][0]:.2f}x | {share} |"
-        )
+    lines = summary_table(agg, names, m.models)
     fl, f2, sec = m.costs["flops"], m.costs["flops2n"], m.costs["seconds"]
     cost_lines = [
         "| model | params | forward GFLOPs/item | 2 x params x tokens, GFLOPs | measured ms/item "
