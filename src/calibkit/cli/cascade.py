@@ -282,7 +282,6 @@ def run_apply(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from calibkit.ensemble import CascadePolicy
     from calibkit.ensemble.report import (
@@ -292,7 +291,6 @@ def run_report(args: argparse.Namespace) -> int:
         frontier_plot,
     )
 
-    console = Console()
     pol = CascadePolicy.load(args.policy)
     st, tokens = _load_stack(args.scores, None)
     if st.labels is None:
@@ -331,7 +329,7 @@ def run_report(args: argparse.Namespace) -> int:
             )
         )
     table = format_table(rows, names)
-    console.print(table, markup=False)
+    print(table)
     if args.out:
         atomic_write_text(Path(args.out), table + "\n")
     if args.json_out:

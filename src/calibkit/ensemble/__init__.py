@@ -22,6 +22,15 @@ from calibkit.ensemble.inputs import (
 )
 from calibkit.ensemble.policy import CascadePolicy, CascadeResult, PolicyTables
 from calibkit.ensemble.prf import PRF, f1_score, precision_recall_f1
+from calibkit.ensemble.report import (
+    PolicyRow,
+    Table3Result,
+    baseline_rows,
+    format_table,
+    frontier_plot,
+    table3,
+)
+from calibkit.ensemble.search import CascadeCV, CVScore, SearchResult, search_edges
 from calibkit.ensemble.strategies import (
     DEFAULT_STRATEGIES,
     Strategy,
@@ -35,21 +44,29 @@ from calibkit.ensemble.vote import majority_vote, most_confident, weighted_major
 __all__ = [
     "DEFAULT_STRATEGIES",
     "PRF",
+    "CVScore",
+    "CascadeCV",
     "CascadePolicy",
     "CascadeResult",
     "CostSummary",
     "ModelCost",
+    "PolicyRow",
     "PolicyTables",
+    "SearchResult",
     "StackedScores",
     "Strategy",
+    "Table3Result",
     "answers_confidences",
     "available_strategies",
+    "baseline_rows",
     "bin_indices",
     "build_library",
     "called_from_depth",
     "check_ensemble_probs",
     "cost_matrix",
     "f1_score",
+    "format_table",
+    "frontier_plot",
     "get_strategy",
     "majority_vote",
     "most_confident",
@@ -58,8 +75,10 @@ __all__ = [
     "prefix_codes",
     "quantile_edges",
     "register_strategy",
+    "search_edges",
     "stack_scores",
     "summarize_cost",
+    "table3",
     "uniform_edges",
     "weighted_majority_vote",
 ]

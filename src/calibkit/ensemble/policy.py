@@ -293,6 +293,21 @@ def _relative_costs(costs: Any, n: int, k: int) -> NDArray[np.float64]:
     return c / ref
 
 
+def _dumps_policy(d: dict[str, Any]) -> str:
+    """JSON with one line per bin key and per model, so a person can read the table."""
+    parts = []
+    for k, v in d.items():
+        if k == "table" and isinstance(v, dict):
+            rows = ",\n".join(f"    {json.dumps(key)}: {json.dumps(row)}" for key, row in v.items())
+            parts.append(f'  "table": {{\n{rows}\n  }}' if rows else '  "table": {}')
+        elif isinstance(v, list) and v and all(isinstance(x, (list, dict)) for x in v):
+            rows = ",\n".join(f"    {json.dumps(x)}" for x in v)
+            parts.append(f"  {json.dumps(k)}: [\n{rows}\n  ]")
+        else:
+            parts.append(f"  {json.dumps(k)}: {json.dumps(v)}")
+    return "{\n" + ",\n".join(parts) + "\n}"
+
+
 def _costs_json(costs: Any) -> Any:
     if costs is None:
         return None
@@ -589,7 +604,7 @@ class CascadePolicy(ClassifierMixin, BaseEstimator):
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the policy as indented JSON, atomically."""
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return atomic_write_text(path, _dumps_policy(self.to_dict()) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CascadePolicy:
