@@ -46,6 +46,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from calibkit._atomic import atomic_write_text
 from calibkit.scores import Scores
 from calibkit.selection.in_task import (
     STRATEGIES,
@@ -735,15 +736,7 @@ def plot_ace_vs_shots(summary: Any, path: str | os.PathLike[str], *, title: str 
 
 # =========================================================================== I/O helpers
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(path, text)
 
 
 def _atomic_write_csv(path: Path, df: Any) -> None:
