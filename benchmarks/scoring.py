@@ -3,7 +3,8 @@
     python benchmarks/scoring.py [--n 200] [--max-new-tokens 3] [--batch-size 16] [--json out.json]
 
 On the same ``--n`` SUBJ sentences (seeded sample of ../shared/data/subj, falling back to the
-bundled sample), zero-shot, with the bundled SmolLM2-135M-Instruct in float32:
+bundled sample), zero-shot, with the bundled SmolLM2-135M-Instruct in float32, and the prompt of ``calibkit demo`` (appendix C
+label descriptions; ``--prompt minimal`` for the bare class list):
 
 * **naive**: for each sentence, ``model.generate(do_sample=False, output_scores=True,
   return_dict_in_generate=True)`` on the chat prompt, then paper 001's max aggregation of the
@@ -14,7 +15,9 @@ bundled sample), zero-shot, with the bundled SmolLM2-135M-Instruct in float32:
 
 The three must agree (class logits to 1e-3 where the positions coincide; this is checked and
 printed). A second table compares prefix reuse on/off on a 5-shot prompt (examples drawn from
-sentences not scored). No score cache is used. Prints markdown tables.
+sentences not scored). No score cache is used. The methods run in interleaved rounds of
+``--chunk`` items, so drifting machine load affects them alike; "model tokens / item" (token
+positions the model ran) is the load-independent part of the comparison. Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -40,14 +43,20 @@ def _items(n: int, seed: int) -> tuple[list[str], list[str], Any]:
     return df["text"].iloc[pick].tolist(), df["label"].iloc[pick].tolist(), df.iloc[rest]
 
 
-def naive_scores(backend: Any, scorer: Any, texts: list[str], max_new_tokens: int) -> np.ndarray:
-    """Per-example ``generate(output_scores=True)`` + max aggregation: the baseline."""
+def naive_scores(
+    backend: Any, scorer: Any, texts: list[str], max_new_tokens: int
+) -> tuple[np.ndarray, int]:
+    """Per-example ``generate(output_scores=True)`` + max aggregation: the baseline.
+
+    Returns the ``(n, K)`` class logits and the number of token positions the model ran.
+    """
     import torch
 
     model, tok = backend.model, backend.tokenizer
     sets = scorer.token_sets
     ids_per_class = [sorted({i for t in ts for i in backend.token_ids(t)}) for ts in sets.tokens]
     out = np.empty((len(texts), len(ids_per_class)))
+    n_tokens = 0
     for r, text in enumerate(texts):
         chat_text = tok.apply_chat_template(
             scorer.prompt(text), tokenize=False, add_generation_prompt=True
@@ -63,16 +72,49 @@ def naive_scores(backend: Any, scorer: Any, texts: list[str], max_new_tokens: in
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=sorted(backend._eos),
             )
+        n_tokens += enc["input_ids"].shape[1] + len(gen.scores) - 1
         lps = [torch.log_softmax(s[0].float(), -1) for s in gen.scores]
         for c, ids in enumerate(ids_per_class):
             out[r, c] = max(float(lp[ids].max()) for lp in lps)
-    return out
+    return out, n_tokens
 
 
-def _timed(fn: Any) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    res = fn()
-    return res, time.perf_counter() - t0
+class _Meter:
+    """Accumulates seconds and model token positions of one method over interleaved chunks."""
+
+    def __init__(self, name: str):
+        self.name, self.seconds, self.tokens, self.n = name, 0.0, 0, 0
+        self.parts: list[Any] = []
+
+    def run(self, fn: Any, n: int, backend: Any) -> None:
+        before = backend.stats["forward_tokens"]
+        t0 = time.perf_counter()
+        res = fn()
+        self.seconds += time.perf_counter() - t0
+        if isinstance(res, tuple):  # naive: (logits, tokens)
+            res, toks = res
+            self.tokens += toks
+        else:
+            self.tokens += backend.stats["forward_tokens"] - before
+        self.n += n
+        self.parts.append(res)
+
+    def logits(self) -> np.ndarray:
+        return np.concatenate([p if isinstance(p, np.ndarray) else p.logits for p in self.parts])
+
+
+def _table(meters: list[_Meter], label: str) -> list[str]:
+    base = meters[0].seconds / meters[0].n
+    lines = [
+        f"| {label} | seconds | items/s | model tokens / item | speed-up |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for m in meters:
+        lines.append(
+            f"| {m.name} | {m.seconds:.1f} | {m.n / m.seconds:.2f} | {m.tokens / m.n:.0f} "
+            f"| {base / (m.seconds / m.n):.1f}x |"
+        )
+    return lines
 
 
 def main() -> None:
@@ -81,8 +123,14 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--shots", type=int, default=5)
+    ap.add_argument("--chunk", type=int, default=40, help="items per interleaved round")
+    ap.add_argument(
+        "--prompt",
+        choices=("demo", "minimal"),
+        default="demo",
+        help="demo: appendix C label descriptions (as calibkit demo); minimal: class list only",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--json", help="also write the numbers here")
     args = ap.parse_args()
 
@@ -90,80 +138,89 @@ def main() -> None:
 
     from calibkit.scoring.backends.transformers_backend import TransformersBackend
     from calibkit.scoring.classify import ClassificationScorer
-    from calibkit.scoring.prompts import PromptTemplate
+    from calibkit.scoring.prompts import APPENDIX_C_DESCRIPTIONS, PromptTemplate
 
     texts, labels, rest = _items(args.n, args.seed)
     classes = ["objective", "subjective"]
     backend = TransformersBackend.from_pretrained(batch_size=args.batch_size)
     T = args.max_new_tokens
     kw: dict[str, Any] = {"cache": None, "batch_size": args.batch_size, "progress": False}
-    gen = ClassificationScorer(backend, classes, mode="generate", max_new_tokens=T, **kw)
-    nt = ClassificationScorer(backend, classes, mode="next_token", **kw)
-    gen.score(texts[:2])  # warm-up: vocabulary table, first prefix cache, allocator
-
-    rows: list[tuple[str, float, int]] = []
-    s_gen, t_gen = _timed(lambda: gen.score(texts, labels))
-    rows.append(
-        (f"calibkit generate (T={T}, batch {args.batch_size}, prefix reuse)", t_gen, len(texts))
+    base = (
+        PromptTemplate(label_descriptions=APPENDIX_C_DESCRIPTIONS["subj"])
+        if args.prompt == "demo"
+        else PromptTemplate()
     )
-    s_nt, t_nt = _timed(lambda: nt.score(texts, labels))
-    rows.append((f"calibkit next_token (batch {args.batch_size}, prefix reuse)", t_nt, len(texts)))
-    check: dict[str, float] = {}
-    if not args.skip_naive:
-        z_naive, t_naive = _timed(lambda: naive_scores(backend, gen, texts, T))
-        rows.insert(
-            0, (f"naive per-example generate(output_scores=True), T={T}", t_naive, len(texts))
-        )
-        check["max |naive - calibkit generate|"] = float(np.abs(z_naive - s_gen.logits).max())
-    first = np.asarray(s_gen.meta["max_position"]) == 0
-    check["max |generate - next_token| where position 1 decides"] = float(
-        np.abs(s_gen.logits[first] - s_nt.logits[first]).max()
-    )
-    base = rows[0][1] / rows[0][2]
-
-    # prefix reuse on a 5-shot prompt
-    shots = PromptTemplate().with_examples(
+    gen = ClassificationScorer(backend, classes, base, mode="generate", max_new_tokens=T, **kw)
+    nt = ClassificationScorer(backend, classes, base, mode="next_token", **kw)
+    shots = base.with_examples(
         rest["text"].tolist(), rest["label"].tolist(), args.shots, seed=args.seed
     )
-    prefix_rows = []
-    for reuse in (False, True):
-        backend.prefix_reuse = reuse
-        backend.clear_prefix_cache()
-        sc = ClassificationScorer(backend, classes, shots, mode="next_token", **kw)
-        sc.score(texts[:2])
-        s, t = _timed(lambda sc=sc: sc.score(texts, labels))
-        prefix_rows.append((reuse, t, s))
-    check["max |5-shot reuse - no reuse|"] = float(
-        np.abs(prefix_rows[0][2].logits - prefix_rows[1][2].logits).max()
-    )
-    backend.prefix_reuse = True
+    few = ClassificationScorer(backend, classes, shots, mode="next_token", **kw)
+    gen.score(texts[:2])  # warm-up: vocabulary table, allocator
+    naive_scores(backend, gen, texts[:1], T)
 
-    print(
-        f"\nSmolLM2-135M-Instruct fp32, {len(texts)} SUBJ items, torch threads "
-        f"{torch.get_num_threads()}\n"
-    )
-    print("| method | seconds | items/s | speed-up vs first row |")
-    print("|---|---:|---:|---:|")
-    for name, t, n in rows:
-        print(f"| {name} | {t:.1f} | {n / t:.2f} | {base / (t / n):.1f}x |")
-    ptoks = len(backend.encode(sc.prompt(texts[0])))
-    print(f"\n{args.shots}-shot prompt (~{ptoks} tokens), next_token mode:\n")
-    print("| prefix reuse | seconds | items/s | speed-up |")
-    print("|---|---:|---:|---:|")
-    t_off = prefix_rows[0][1]
-    for reuse, t, _ in prefix_rows:
-        print(f"| {'on' if reuse else 'off'} | {t:.1f} | {len(texts) / t:.2f} | {t_off / t:.1f}x |")
-    print("\nagreement checks:")
-    for k, v in check.items():
-        print(f"  {k}: {v:.2e}")
-    acc = float(np.mean(s_gen.prediction == s_gen.labels))
-    print(f"  accuracy (generate): {acc:.3f}")
+    main_m = [
+        _Meter(f"naive per-example `generate(output_scores=True)`, T={T}"),
+        _Meter(f"calibkit `generate`, T={T}, batch {args.batch_size}, prefix reuse"),
+        _Meter(f"calibkit `next_token`, batch {args.batch_size}, prefix reuse"),
+    ]
+    few_m = [_Meter("off"), _Meter("on")]
+
+    def set_reuse(on: bool) -> None:
+        backend.prefix_reuse = on  # stored prefixes stay: every method keeps its own anchor
+
+    # Methods alternate over chunks (order reversed every other chunk), so a change in machine
+    # load hits all of them alike.
+    for k, s in enumerate(range(0, len(texts), args.chunk)):
+        chunk, lab = texts[s : s + args.chunk], labels[s : s + args.chunk]
+        n = len(chunk)
+        jobs = [
+            (main_m[0], lambda c=chunk: naive_scores(backend, gen, c, T), None),
+            (main_m[1], lambda c=chunk, y=lab: gen.score(c, y), True),
+            (main_m[2], lambda c=chunk, y=lab: nt.score(c, y), True),
+            (few_m[0], lambda c=chunk, y=lab: few.score(c, y), False),
+            (few_m[1], lambda c=chunk, y=lab: few.score(c, y), True),
+        ]
+        for meter, fn, reuse in jobs if k % 2 == 0 else jobs[::-1]:
+            set_reuse(True if reuse is None else reuse)
+            meter.run(fn, n, backend)
+        print(f"round {k + 1}: {s + n}/{len(texts)} items", flush=True)
+    set_reuse(True)
+
+    z_gen, z_nt = main_m[1].logits(), main_m[2].logits()
+    pos = np.concatenate([np.asarray(p.meta["max_position"]) for p in main_m[1].parts])
+    first = pos == 0
+    check = {
+        "max |naive - calibkit generate|": float(np.abs(main_m[0].logits() - z_gen).max()),
+        "max |generate - next_token| where position 1 decides": float(
+            np.abs(z_gen[first] - z_nt[first]).max()
+        ),
+        "max |5-shot reuse - no reuse|": float(np.abs(few_m[0].logits() - few_m[1].logits()).max()),
+    }
+    acc = float(np.mean(np.argmax(z_gen, axis=1) == np.asarray([classes.index(y) for y in labels])))
+    lines = [
+        f"SmolLM2-135M-Instruct fp32 on CPU, {len(texts)} SUBJ items, zero-shot {args.prompt} "
+        f"prompt (~{len(backend.encode(gen.prompt(texts[0])))} tokens), "
+        f"torch threads {torch.get_num_threads()}",
+        "",
+        *_table(main_m, "method"),
+        "",
+        f"{args.shots}-shot prompt (~{len(backend.encode(few.prompt(texts[0])))} tokens), "
+        "`next_token` mode:",
+        "",
+        *_table(few_m, "prefix reuse"),
+        "",
+        "agreement checks:",
+        *[f"  {k}: {v:.2e}" for k, v in check.items()],
+        f"  accuracy (generate): {acc:.3f}",
+    ]
+    print("\n" + "\n".join(lines))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(
                 {
-                    "rows": [{"method": m, "seconds": t, "n": n} for m, t, n in rows],
-                    "prefix": [{"reuse": r, "seconds": t} for r, t, _ in prefix_rows],
+                    "main": [vars(m) | {"parts": None} for m in main_m],
+                    "prefix": [vars(m) | {"parts": None} for m in few_m],
                     "checks": check,
                     "threads": torch.get_num_threads(),
                 },
