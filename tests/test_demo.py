@@ -14,6 +14,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("matplotlib")
 
 
+@pytest.mark.filterwarnings("ignore:TemperatureScaling:UserWarning")
 def test_demo_cli_end_to_end(tmp_path, capsys):
     from calibkit.calibrators import TemperatureScaling
     from calibkit.cli.demo import _split_halves

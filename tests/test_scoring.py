@@ -777,3 +777,22 @@ def test_cli_score_errors(tiny_folder, tmp_path, capsys):
     )
     assert "--classes" in capsys.readouterr().err
     assert main(["score", "--data", str(data), "-o", str(tmp_path / "x.txt")]) == 2
+
+
+def test_make_backend_dispatch_and_answer_confidence_guard():
+    from calibkit.scoring.backends import make_backend as mk
+    from calibkit.scoring.backends.openai_http import OpenAICompatibleBackend
+
+    be = mk("openai:http://127.0.0.1:9/v1::some-model")
+    assert isinstance(be, OpenAICompatibleBackend)
+    table = {"Text: a": [{"yes": -0.1, "no": -3.0}], "Text: b": [{"yes": -2.0, "no": -0.2}]}
+    s = ClassificationScorer(
+        ScriptedBackend(table, {"Text: a": "no", "Text: b": "No"}),
+        ["yes", "no"],
+        max_new_tokens=1,
+        progress=False,
+    ).score(["a", "b"])
+    # step 4 keeps the score of the model's *answer* even when it is not the argmax
+    np.testing.assert_allclose(answer_confidence(s)[0], 1 - s.probs[0, 0])
+    with pytest.raises(ValueError, match="subset"):
+        answer_confidence(s.subset([0]))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,11 @@ def run_demo(
     y = scores.require_labels()
     cal, test = _split_halves(len(scores), seed, y)
     sc_cal, sc_test = scores.subset(cal), scores.subset(test)
-    ts = TemperatureScaling().fit(sc_cal.logits, sc_cal.require_labels())
-    vs = VectorScaling().fit(sc_cal.logits, sc_cal.require_labels())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ts = TemperatureScaling().fit(sc_cal.logits, sc_cal.require_labels())
+        vs = VectorScaling().fit(sc_cal.logits, sc_cal.require_labels())
+    notes = [str(w.message) for w in caught]
     y_test = sc_test.require_labels()
     probs = {
         "uncalibrated": sc_test.probs,
@@ -145,6 +149,7 @@ def run_demo(
         "metrics": metrics,
         "timings": timings,
         "n_unparsed": scores.meta.get("n_unparsed"),
+        "notes": notes,
     }
     scores.save(outdir / "scores.parquet")
     (outdir / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -196,6 +201,8 @@ def _print(result: dict[str, Any]) -> None:
         f"model load {t['load_model_s']:.1f}s, scoring {t['score_s']:.1f}s "
         f"({result['n_items']} items, mode={result['mode']})"
     )
+    for note in result.get("notes", []):
+        con.print(f"[dim]note: {note}[/]")
     if result.get("figure"):
         con.print(f"reliability diagrams: {result['figure']}")
 
