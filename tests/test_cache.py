@@ -19,6 +19,7 @@ import pytest
 
 from calibkit.scoring.cache import (
     SCHEMA_VERSION,
+    CacheEntryError,
     ScoreCache,
     cache_key,
     default_cache_dir,
@@ -400,3 +401,55 @@ def test_progress_bar_reports_rate(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert "scoring SUBJ" in err and "item/s" in err
     assert "9/9" in err and "4/9" in err  # cached items start the bar
+
+
+def test_unusable_cache_files_name_the_file_and_the_way_out(tmp_path: Path) -> None:
+    """Issue 10 items 14/18: corrupt, foreign or unwritable caches are one clear error."""
+    import sqlite3
+
+    bad = tmp_path / "corrupt.sqlite"
+    bad.write_bytes(b"not a database" * 200)
+    with pytest.raises(ValueError, match=r"corrupt\.sqlite is not a usable.*--no-cache"):
+        ScoreCache(bad)
+    foreign = tmp_path / "foreign.sqlite"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE scores (k TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match=r"lacks the columns.*--no-cache"):
+        ScoreCache(foreign)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match=r"cannot create its folder.*--no-cache"):
+        ScoreCache(blocker / "c.sqlite")
+    ok = tmp_path / "ok.sqlite"
+    with ScoreCache(ok) as c:
+        c.put_many({"k": [1.0]})
+    con = sqlite3.connect(ok)
+    con.execute("UPDATE scores SET value = '{broken'")
+    con.commit()
+    con.close()
+    with ScoreCache(ok) as c, pytest.raises(CacheEntryError, match="key k is not valid JSON") as ei:
+        c.get_many(["k"])
+    assert ei.value.key == "k"
+
+
+def test_map_cached_never_caches_failures_and_stops_when_asked() -> None:
+    from calibkit.scoring.backends.base import ItemFailure
+    from calibkit.scoring.cache import NOT_RUN
+
+    items, keys = _items(7)
+    cache = ScoreCache()
+
+    def fn(batch: list[str]) -> list[Any]:
+        return [ItemFailure("boom") if s.endswith("!") else len(s) for s in batch]
+
+    stats: dict[str, int] = {}
+    out = map_cached(fn, items, keys, cache, batch_size=3, progress=False, stats=stats)
+    bad = [i for i, s in enumerate(items) if s.endswith("!")]
+    assert [i for i, r in enumerate(out) if isinstance(r, ItemFailure)] == bad
+    assert len(cache) == 7 - len(bad)  # the successes of every batch, no failure
+    assert stats == {"n_items": 7, "n_cached": 0, "n_new": 7 - len(bad), "n_failed": len(bad)}
+    fresh = ScoreCache()
+    out = map_cached(fn, items, keys, fresh, batch_size=3, progress=False, stop_on_failure=True)
+    assert out[3:] == [NOT_RUN] * 4 and len(fresh) == 1  # stopped after the first batch

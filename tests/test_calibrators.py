@@ -258,7 +258,10 @@ def _affine_objective(
     [
         (lambda: VectorScaling(), "vector", "l2", 0.0, 0.0, True),
         (lambda: VectorScaling(reg_lambda=0.1, reg_mu=0.05), "vector", "l2", 0.1, 0.05, True),
-        (lambda: MatrixScaling(), "matrix", "odir", 1e-2, 1e-2, True),
+        (
+            lambda: MatrixScaling(reg_lambda=1e-2, reg_mu=1e-2),
+            *("matrix", "odir", 1e-2, 1e-2, True),
+        ),
         (
             lambda: MatrixScaling(regularization="l2", reg_lambda=0.5, reg_mu=0.1),
             *("matrix", "l2", 0.5, 0.1, False),
@@ -496,7 +499,8 @@ def test_errors(name: str) -> None:
 
 def test_make_calibrator() -> None:
     assert set(available_calibrators()) == {
-        "temperature", "vector", "matrix", "platt", "isotonic", "histogram", "beta", "dirichlet"
+        "temperature", "vector", "matrix", "platt", "isotonic", "histogram", "beta", "dirichlet",
+        "none", "auto",
     }  # fmt: skip
     assert isinstance(make_calibrator("sigmoid"), PlattScaling)
     assert make_calibrator("histogram", n_bins=7).get_params()["n_bins"] == 7

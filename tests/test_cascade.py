@@ -15,7 +15,7 @@ from calibkit.ensemble import (
     CascadePolicy,
     answers_confidences,
     precision_recall_f1,
-    quantile_edges,
+    quantile_cut_points,
     weighted_majority_vote,
 )
 from calibkit.ensemble.report import (
@@ -46,7 +46,7 @@ def test_cv_objective_equals_estimator_per_split():
     X, y = synthetic(600, seed=1)
     cv = CascadeCV(X, y, costs=[1, 3, 9], n_splits=3, seed=4)
     _, conf = answers_confidences(X)
-    edges = quantile_edges(conf, 4)
+    edges = quantile_cut_points(conf, 4)
     score = cv.evaluate(edges)
     f1s, costs = [], []
     for tr, te in cv.splits:

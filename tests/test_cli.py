@@ -65,11 +65,10 @@ def test_evaluate_json_matches_api(capsys, example: Path) -> None:
     # independent references: accuracy and NLL by hand
     assert m["accuracy"] == pytest.approx(float(np.mean(p.argmax(1) == y)), abs=1e-12)
     assert m["nll"] == pytest.approx(float(-np.mean(np.log(p[np.arange(len(y)), y]))), rel=1e-6)
-    # per-bin table sums to n; default diagram written next to the file
+    # per-bin table sums to n; no diagram unless asked (issue 10, item 12)
     assert sum(r["count"] for r in out["reliability_table"]) == len(y)
-    png = example.with_name("sst2_scores_reliability.png")
-    assert out["plot"] == str(png)
-    assert png.read_bytes().startswith(b"\x89PNG")
+    assert out["plot"] is None
+    assert sorted(f.name for f in example.parent.iterdir()) == [example.name]
     assert out["intervals"] is None
 
 
@@ -177,7 +176,8 @@ def test_fit_apply_roundtrip_reproduces_predict_proba(
     res = _run_json(capsys, ["apply", str(cal_path), str(example), "-o", str(out_csv)])
     assert res["columns"] == ["prob_negative", "prob_positive"]
     got = pd.read_csv(out_csv)
-    assert list(got.columns) == ["id", "label", "prob_negative", "prob_positive"]
+    assert list(got.columns) == ["id", "label", "prob_negative", "prob_positive", "calibrated_by"]
+    assert got["calibrated_by"].nunique() == 1 and res["fingerprint"] == got["calibrated_by"][0]
     # reference: the saved calibrator applied to the raw columns in Python
     cal = load(cal_path)
     p, y = _probs_labels(example)
@@ -246,6 +246,7 @@ def test_apply_keeps_columns_reorders_classes_and_checks_shape(
         "text",
         "prob_negative",
         "prob_positive",
+        "calibrated_by",
     ]
     np.testing.assert_allclose(got["prob_positive"], ref["prob_positive"], atol=1e-12)
     np.testing.assert_allclose(got["uncal_prob_positive"], df["prob_positive"], atol=1e-12)
@@ -261,12 +262,13 @@ def test_apply_keeps_columns_reorders_classes_and_checks_shape(
     assert main(["apply", str(tmp_path / "none.json"), str(example), "-o", "x.csv"]) == 2
 
 
-def test_readme_example_runs(capsys, example: Path) -> None:
-    """`calibkit evaluate examples/sst2_scores.csv` gives a table and a PNG."""
+def test_readme_example_runs(capsys, example: Path, tmp_path: Path, monkeypatch) -> None:
+    """`calibkit evaluate examples/sst2_scores.csv` gives a table and writes nothing."""
     capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
     assert main(["evaluate", str(example)]) == 0
     assert "ECE" in capsys.readouterr().out
-    assert example.with_name("sst2_scores_reliability.png").is_file()
+    assert sorted(f.name for f in tmp_path.iterdir()) == [example.name]
 
 
 @pytest.mark.slow

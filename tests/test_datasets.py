@@ -170,3 +170,39 @@ def test_list_datasets():
     known = datasets.list_datasets()
     assert "subj" in known["classification"] and "mmlu" in known["mcq"]
     assert "hh_rlhf" in known["pairs"]
+
+
+def test_read_classification_file_maps_columns_and_names_bad_rows(tmp_path):
+    p = tmp_path / "mine.csv"
+    p.write_text("q,lab,part\nhello there,A,train\nsecond one,B,test\n")
+    df = datasets.read_classification_file(p, text_column="q", label_column="lab",
+                                           split_column="part")  # fmt: skip
+    assert df[["text", "label", "split", "row"]].values.tolist() == [
+        ["hello there", "A", "train", 0],
+        ["second one", "B", "test", 1],
+    ]
+    with pytest.raises(ValueError, match="no column 'label'"):
+        datasets.read_classification_file(p, text_column="q")
+    p.write_text("q,lab\nfine,A\nempty label,\n")
+    with pytest.raises(ValueError, match=r"mine\.csv: row 1: empty label in column 'lab'"):
+        datasets.read_classification_file(p, text_column="q", label_column="lab")
+    j = tmp_path / "mine.jsonl"
+    j.write_text(json.dumps({"text": "a", "label": 1}) + "\n")
+    assert datasets.read_classification_file(j)["label"].tolist() == ["1"]
+    with pytest.raises(ValueError, match=r"use a \.csv"):
+        datasets.read_classification_file(p.rename(tmp_path / "mine.txt"))
+
+
+def test_user_multiple_choice_file_feeds_the_finetune_splits(tmp_path):
+    from calibkit.finetune.data import load_mcq_examples
+
+    p = tmp_path / "quiz.jsonl"
+    rows = [{"question": f"q{i}", "choices": ["a", "b", "c", "d"], "answer": i % 4}
+            for i in range(5)]  # fmt: skip
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    exs = load_mcq_examples(str(p))
+    assert [e.answer for e in exs] == [0, 1, 2, 3, 0] and exs[0].source == "quiz"
+    assert len({e.id for e in exs}) == 5
+    p.write_text(json.dumps({"question": "q", "choices": ["a", "b"], "answer": "B"}) + "\n")
+    with pytest.raises(ValueError, match="row 0: 'answer'"):
+        datasets.load_mcq_file(p)

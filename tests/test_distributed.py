@@ -180,17 +180,27 @@ class _OpenAIStub(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        text = body["messages"][-1]["content"]
+        chat = self.path.endswith("/chat/completions")  # plain prompts go to /completions
+        text = body["messages"][-1]["content"] if chat else body["prompt"]
         lp = _logits(text)
         tops = [
             {"token": " negative", "logprob": lp[0] - 10},
             {"token": " positive", "logprob": lp[1] - 10},
         ]
         best = max(tops, key=lambda t: t["logprob"])
-        content = [{"token": best["token"], "logprob": best["logprob"], "top_logprobs": tops}]
-        data = json.dumps(
-            {"choices": [{"message": {"content": best["token"]}, "logprobs": {"content": content}}]}
-        ).encode()
+        if chat:
+            content = [{"token": best["token"], "logprob": best["logprob"], "top_logprobs": tops}]
+            choice = {"message": {"content": best["token"]}, "logprobs": {"content": content}}
+        else:
+            choice = {
+                "text": best["token"],
+                "logprobs": {
+                    "tokens": [best["token"]],
+                    "token_logprobs": [best["logprob"]],
+                    "top_logprobs": [{t["token"]: t["logprob"] for t in tops}],
+                },
+            }
+        data = json.dumps({"choices": [choice]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -280,3 +290,123 @@ def test_worker_mcq_builds_items() -> None:
     np.testing.assert_array_equal(out["label"], [1, 1])
     with pytest.raises(ValueError, match="no 'choices' column"):
         w({"question": batch["question"], "answer": batch["answer"]})
+
+
+# --------------------------------------------------------------------------------------------
+# issue #10 item 24: per-item fields and counters of every batch survive the merge
+
+
+class FixedBackend:
+    """Generated answers fixed by the text ``t<i>``: yes / no / unparsable, and item failures
+    for the rows in ``fail`` (an :class:`ItemFailure` in place of the generation)."""
+
+    name = "fixed"
+    has_chat_template = False
+
+    def __init__(self, fail: tuple[int, ...] = ()) -> None:
+        self.fail = set(fail)
+
+    @staticmethod
+    def _row(p: Any) -> int:
+        return int(str(p).split("Text: t")[1].split("\n")[0])
+
+    def generate(self, prompts: Any, *, max_new_tokens: int = 8, candidates: Any = (),
+                 top_logprobs: int = 20) -> list[Any]:  # fmt: skip
+        from calibkit.scoring.backends.base import Generation, ItemFailure
+
+        out: list[Any] = []
+        for j, p in enumerate(prompts):
+            i = self._row(p)
+            if i in self.fail:
+                out.append(ItemFailure(f"scripted failure of t{i}", j))
+                continue
+            lp = {"yes": -0.1 - 0.003 * i, "no": -2.0 + 0.004 * i}
+            text = ["yes", "no", "perhaps"][i % 3]
+            out.append(Generation(text=text, tokens=[text], logprobs=[lp]))
+        return out
+
+    def next_token_logprobs(self, prompts: Any, candidates: Any) -> list[Any]:
+        raise NotImplementedError
+
+
+def make_fixed_scorer(fail: tuple[int, ...] = ()) -> Any:
+    from calibkit.scoring.classify import ClassificationScorer
+
+    return ClassificationScorer(
+        FixedBackend(fail), ["yes", "no"], max_new_tokens=1, progress=False, batch_size=16
+    )
+
+
+def _texts(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"text": [f"t{i}" for i in range(n)], "label": [i % 2 for i in range(n)]})
+
+
+def _worker_batches(w: ScoringWorker, df: pd.DataFrame, size: int) -> list[dict[str, Any]]:
+    return [
+        w({c: df[c].to_numpy()[s : s + size] for c in df.columns}
+          | {"_calibkit_row": np.arange(len(df))[s : s + size]})
+        for s in range(0, len(df), size)
+    ]  # fmt: skip
+
+
+def _reblock(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What Ray may do to the outputs: reorder them and glue several into one block."""
+    parts = parts[::-1]
+    glued = {k: np.concatenate([parts[0][k], parts[1][k]]) for k in parts[0]}
+    return [glued, *parts[2:]]
+
+
+def test_merge_keeps_per_item_fields_and_counts_of_every_batch() -> None:
+    from calibkit.scoring.classify import answer_confidence
+
+    df = _texts(200)
+    direct = make_fixed_scorer().score(list(df["text"]), labels=list(df["label"]))
+    assert direct.meta["n_unparsed"] == 66
+    merged = rows_to_scores(_reblock(_worker_batches(ScoringWorker(make_fixed_scorer), df, 64)))
+    assert len(merged) == 200
+    for name, v in direct.per_item.items():
+        assert merged.per_item[name].tolist() == v.tolist(), name
+    assert merged.meta["n_unparsed"] == 66  # the old merge kept the first batch's count
+    assert merged.meta["n_filled_missing"] == direct.meta["n_filled_missing"]
+    assert list(merged.ids) == list(range(200))  # row positions in the input, not per batch
+    np.testing.assert_array_equal(merged.logits, direct.logits)
+    np.testing.assert_allclose(answer_confidence(merged), answer_confidence(direct))
+
+
+def test_skipped_failures_of_every_batch_are_listed_with_their_input_row() -> None:
+    df = _texts(40)
+    fail = (3, 17, 18, 39)
+    w = ScoringWorker(functools.partial(make_fixed_scorer, fail), on_error="skip")
+    merged = rows_to_scores(_reblock(_worker_batches(w, df, 8)))
+    keep = [i for i in range(40) if i not in fail]
+    assert list(merged.ids) == keep
+    assert [f["row"] for f in merged.meta["failures"]] == list(fail)
+    assert all("scripted failure" in f["reason"] for f in merged.meta["failures"])
+    direct = make_fixed_scorer().score([f"t{i}" for i in keep])
+    for name, v in direct.per_item.items():
+        assert merged.per_item[name].tolist() == v.tolist(), name
+    assert merged.meta["n_unparsed"] == direct.meta["n_unparsed"]
+    np.testing.assert_array_equal(merged.labels, [i % 2 for i in keep])
+    # a batch where everything failed still reports its rows
+    all_bad = ScoringWorker(functools.partial(make_fixed_scorer, tuple(range(8, 16))),
+                            on_error="skip")  # fmt: skip
+    merged = rows_to_scores(_worker_batches(all_bad, df, 8))
+    assert [f["row"] for f in merged.meta["failures"]] == list(range(8, 16))
+    assert len(merged) == 32
+    # without skip the first failure stops the batch, naming the item
+    with pytest.raises(ValueError, match=r"t3|item 3"):
+        _worker_batches(ScoringWorker(functools.partial(make_fixed_scorer, fail)), df, 8)
+    with pytest.raises(ValueError, match="all 8 items failed"):
+        rows_to_scores(_worker_batches(all_bad, df.iloc[8:16].reset_index(drop=True), 8))
+
+
+@pytest.mark.slow
+def test_ray_merges_per_item_fields_of_all_batches(ray_local: Any) -> None:
+    df = _texts(200)
+    scores = score_with_ray(df, make_fixed_scorer, num_workers=2, batch_size=64,
+                            num_cpus_per_worker=0.5)  # fmt: skip
+    direct = make_fixed_scorer().score(list(df["text"]), labels=list(df["label"]))
+    assert len(scores.per_item["answer_text"]) == 200
+    assert scores.per_item["answer_index"].tolist() == direct.per_item["answer_index"].tolist()
+    assert scores.meta["n_unparsed"] == direct.meta["n_unparsed"] == 66
+    np.testing.assert_array_equal(scores.logits, direct.logits)

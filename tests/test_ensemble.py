@@ -25,11 +25,11 @@ from calibkit.ensemble import (
     parse_costs,
     precision_recall_f1,
     prefix_codes,
-    quantile_edges,
+    quantile_cut_points,
     register_strategy,
     stack_scores,
     summarize_cost,
-    uniform_edges,
+    uniform_cut_points,
     weighted_majority_vote,
 )
 from calibkit.ensemble.policy import apply_tables, strategy_predictions, train_tables
@@ -139,14 +139,34 @@ def test_bins_and_codes():
     ref = [[hand_bin(edges[k], s[i, k]) for k in range(2)] for i in range(4)]
     np.testing.assert_array_equal(b, ref)
     np.testing.assert_array_equal(prefix_codes(b, (3, 2), 2), b[:, 0] * 2 + b[:, 1])
-    u = uniform_edges(4, 2, low=0.5)
+    u = uniform_cut_points(4, 2, low=0.5)
     np.testing.assert_allclose(u[0], [0.625, 0.75, 0.875])
-    q = quantile_edges(np.linspace(0, 1, 101)[:, None], 4)
+    q = quantile_cut_points(np.linspace(0, 1, 101)[:, None], 4)
     np.testing.assert_allclose(q[0], [0.25, 0.5, 0.75])
     with pytest.raises(ValueError, match="sorted"):
         bin_indices(s, [[0.9, 0.7], [0.8]])
     with pytest.raises(ValueError, match="2 models"):
         bin_indices(s, [[0.7]])
+
+
+def test_cut_points_and_metric_edges_are_one_binning():
+    """Issue #11: ensemble cut points = interior of the metrics' M+1 edges; same bins."""
+    from calibkit.ensemble import cut_points_to_edges, edges_to_cut_points
+    from calibkit.metrics.binning import assign_bins, quantile_edges, uniform_edges
+
+    cuts = np.array([0.3, 0.3, 0.55, 0.9])  # a repeated cut point too
+    e = cut_points_to_edges(cuts)
+    np.testing.assert_array_equal(e, [0.0, 0.3, 0.3, 0.55, 0.9, 1.0])
+    np.testing.assert_array_equal(edges_to_cut_points(e), cuts)
+    rng = np.random.default_rng(0)
+    v = np.concatenate([rng.uniform(0, 1, 500), [0.0, 0.3, 0.55, 0.9, 1.0]])  # ties at edges
+    np.testing.assert_array_equal(bin_indices(v[:, None], [cuts])[:, 0], assign_bins(v, e))
+    np.testing.assert_allclose(uniform_cut_points(5, 1, low=0.0)[0], uniform_edges(5)[1:-1])
+    np.testing.assert_allclose(quantile_cut_points(v[:, None], 4)[0], quantile_edges(v, 4)[1:-1])
+    with pytest.raises(ValueError, match="outside"):
+        cut_points_to_edges([1.5])
+    with pytest.raises(ValueError, match="at least 2"):
+        edges_to_cut_points([0.5])
 
 
 # --------------------------------------------------------------------------- Algorithm 1

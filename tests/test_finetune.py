@@ -684,3 +684,46 @@ def test_temperature_scaling_baseline_changes_t():
 
     assert nll(ts.predict_proba(z)) < nll(softmax(z, axis=1)) - 0.1
     np.testing.assert_array_equal(ts.predict(z), z.argmax(1))
+
+
+def test_checkpoint_manager_is_atomic_and_prunes(tmp_path, monkeypatch):
+    from calibkit.finetune.checkpoints import CheckpointManager, latest_checkpoint
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    mgr = CheckpointManager(tmp_path, keep=2)
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            w.fill_(float(step))
+        mgr.save(step, {"global_step": step}, {"w": w}, opt, sched)
+    assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == [
+        "step-0000002",
+        "step-0000003",
+    ]
+    # a crash while writing step 4 leaves no complete step 4 and no temporary file behind
+    real_save = torch.save
+
+    def failing_save(obj, f, *a, **k):
+        if "optimizer" in obj:
+            raise OSError("disk full")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        mgr.save(4, {"global_step": 4}, {"w": w}, opt, sched)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert latest_checkpoint(tmp_path).name == "step-0000003"
+    leftovers = [p.name for p in (tmp_path / "checkpoints" / "step-0000004").iterdir()]
+    assert leftovers == ["adapter.pt"]  # complete files only; no state file, no temp file
+    # restoring step 3 gives back its weights and state
+    with torch.no_grad():
+        w.fill_(0.0)
+    state = mgr.restore(latest_checkpoint(tmp_path), {"w": w}, opt, sched)
+    assert state["global_step"] == 3 and torch.equal(w.detach(), torch.full((3,), 3.0))
+    # the next save drops the incomplete folder and keeps the newest complete ones
+    mgr.save(5, {"global_step": 5}, {"w": w}, opt, sched)
+    assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == [
+        "step-0000003",
+        "step-0000005",
+    ]

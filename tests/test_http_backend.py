@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 import threading
 import time
 from collections import deque
@@ -22,7 +23,7 @@ import pytest
 
 pytest.importorskip("requests")
 
-from calibkit.scoring.backends.base import Backend, Generation
+from calibkit.scoring.backends.base import Backend, Generation, ItemFailure
 from calibkit.scoring.backends.openai_http import (
     BackendError,
     OpenAICompatibleBackend,
@@ -185,6 +186,12 @@ def expected_generation(prompt: str, n: int, k: int) -> Generation:
     )
 
 
+def failed(result: Any) -> str:
+    """The reason of an ItemFailure (asserting it is one)."""
+    assert isinstance(result, ItemFailure), result
+    return result.reason
+
+
 def reply(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Behaviour:
     return lambda h, body: h.send_json(obj, status, headers)
 
@@ -227,11 +234,14 @@ def test_chat_generate_request_and_parsing(stub: Stub) -> None:
     assert "Authorization" not in req["headers"]
 
 
-def test_string_prompt_becomes_user_message_and_top_k_is_capped(stub: Stub) -> None:
+def test_plain_string_prompt_goes_to_completions_and_top_k_is_capped(stub: Stub) -> None:
+    # Issue 10 item 22: a plain prompt must not get the server's chat template.
     b = backend(stub, top_logprobs=1)
     (g,) = b.generate(["hello"], max_new_tokens=1, top_logprobs=20)
-    assert stub.requests[0]["body"]["messages"] == [{"role": "user", "content": "hello"}]
-    assert stub.requests[0]["body"]["top_logprobs"] == 1
+    req = stub.requests[0]
+    assert req["path"] == "/v1/completions"
+    assert req["body"]["prompt"] == "hello" and "messages" not in req["body"]
+    assert req["body"]["logprobs"] == 1
     assert g == expected_generation("hello", 1, 1)
 
 
@@ -251,8 +261,12 @@ def test_completions_null_entries_and_llamacpp_shape(stub: Stub) -> None:
     legacy = {
         "choices": [
             {
-                "text": " A",
-                "logprobs": {"tokens": [" A"], "token_logprobs": [None], "top_logprobs": [None]},
+                "text": " A.",
+                "logprobs": {
+                    "tokens": [" A", "."],
+                    "token_logprobs": [None, -0.5],
+                    "top_logprobs": [None, None],
+                },
             }
         ]
     }
@@ -275,7 +289,7 @@ def test_completions_null_entries_and_llamacpp_shape(stub: Stub) -> None:
     stub.script.extend([reply(legacy), reply(chat_like)])
     b = backend(stub, use_chat=False, max_concurrency=1)
     g1, g2 = b.generate(["x", "y"], max_new_tokens=1)
-    assert g1 == Generation(text=" A", tokens=[" A"], logprobs=[{}])
+    assert g1 == Generation(text=" A.", tokens=[" A", "."], logprobs=[{}, {".": -0.5}])
     assert g2 == Generation(text=" B", tokens=[" B"], logprobs=[{" B": -0.1, " C": -2.0}])
 
 
@@ -294,27 +308,30 @@ def test_duplicate_token_strings_keep_the_max(stub: Stub) -> None:
     stub.script.append(
         reply({"choices": [{"message": {"content": "?"}, "logprobs": {"content": content}}]})
     )
-    (g,) = backend(stub).generate(["p"], max_new_tokens=1)
+    (g,) = backend(stub).generate([[{"role": "user", "content": "p"}]], max_new_tokens=1)
     assert g.logprobs == [{"\ufffd": -1.0, "x": -2.0}]
 
 
-def test_next_token_logprobs_filters_candidates(stub: Stub) -> None:
+def test_next_token_logprobs_reports_every_top_k_token(stub: Stub) -> None:
+    # The whole top-k comes back (not only the candidates), so a scorer can bound a missing one.
     b = backend(stub)
     out = b.next_token_logprobs(["ab", "abcd"], [" No", "yes", " Maybe"])
     for prompt, d in zip(["ab", "abcd"], out, strict=True):
         base = -len(prompt) / 100.0
-        assert d == pytest.approx({" No": base - 1.5, "yes": base - 2.5})  # " Maybe" missing
+        want = {f" {prompt}0": base, " No": base - 1.5, "yes": base - 2.5}
+        assert d == pytest.approx(want)  # " Maybe" missing
     assert all(r["body"]["max_tokens"] == 1 for r in stub.requests)
-    assert all(r["body"]["top_logprobs"] == 20 for r in stub.requests)
+    assert all(r["body"]["logprobs"] == 20 for r in stub.requests)
     (everything,) = b.next_token_logprobs(["ab"], [])
     assert set(everything) == {" ab0", " No", "yes"}
 
 
-def test_empty_answer_means_all_candidates_missing(stub: Stub) -> None:
+def test_empty_answer_is_an_item_failure(stub: Stub) -> None:
     stub.script.append(
         reply({"choices": [{"message": {"content": ""}, "logprobs": {"content": []}}]})
     )
-    assert backend(stub).next_token_logprobs(["p"], [" Yes"]) == [{}]
+    (r,) = backend(stub).next_token_logprobs([[{"role": "user", "content": "p"}]], [" Yes"])
+    assert "empty completion" in failed(r)
 
 
 def test_order_preserved_and_concurrency_bounded(stub: Stub) -> None:
@@ -361,12 +378,12 @@ def test_pickle_round_trip(stub: Stub) -> None:
 # failures, retries, rate limiting
 
 
-def test_timeout_is_retried_then_backend_error(stub: Stub) -> None:
+def test_timeout_is_retried_then_item_failure(stub: Stub) -> None:
     stub.default = sleep_then_ok(1.0)
     b = backend(stub, timeout=0.2, max_retries=2)
     t0 = time.monotonic()
-    with pytest.raises(BackendError, match="timeout"):
-        b.generate(["x"], max_new_tokens=1)
+    (r,) = b.generate(["x"], max_new_tokens=1)
+    assert "timeout" in failed(r) and "3 attempts" in failed(r)
     assert time.monotonic() - t0 < 5.0
     assert len(stub.requests) == 3 == b.n_requests
 
@@ -391,30 +408,29 @@ def test_429_honours_retry_after(stub: Stub) -> None:
 
 def test_persistent_5xx_gives_up_with_status(stub: Stub) -> None:
     stub.default = reply({"error": {"message": "overloaded"}}, 503)
-    with pytest.raises(BackendError, match="overloaded") as ei:
-        backend(stub, max_retries=3).generate(["x"])
-    assert ei.value.status == 503
+    (r,) = backend(stub, max_retries=3).generate(["x"])
+    assert "HTTP 503: overloaded" in failed(r)
     assert len(stub.requests) == 4
 
 
 def test_client_error_is_not_retried(stub: Stub) -> None:
     stub.default = reply({"error": {"message": "top_logprobs must be <= 5"}}, 400)
-    with pytest.raises(BackendError, match="top_logprobs must be <= 5") as ei:
-        backend(stub).generate(["x"])
-    assert ei.value.status == 400
+    (r,) = backend(stub).generate(["x"])
+    assert "HTTP 400: top_logprobs must be <= 5" in failed(r)
     assert len(stub.requests) == 1
 
 
 def test_unauthorized_hints_at_key(stub: Stub) -> None:
     stub.default = reply({"error": {"message": "bad key"}}, 401)
-    with pytest.raises(BackendError, match="api_key"):
-        backend(stub).generate(["x"])
+    with pytest.raises(BackendError, match="api_key") as ei:
+        backend(stub).generate(["x"])  # a rejected key concerns every item: raised at once
+    assert ei.value.status == 401 and len(stub.requests) == 1
 
 
 def test_malformed_json_retried_then_error(stub: Stub) -> None:
     stub.default = raw(b'{"choices": [ not json')
-    with pytest.raises(BackendError, match="not JSON"):
-        backend(stub, max_retries=2).generate(["x"])
+    (r,) = backend(stub, max_retries=2).generate(["x"])
+    assert "not JSON" in failed(r)
     assert len(stub.requests) == 3
 
 
@@ -427,8 +443,8 @@ def test_missing_logprobs_field(stub: Stub) -> None:
     stub.default = reply(
         {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Yes"}}]}
     )
-    with pytest.raises(BackendError, match=r"choices\[0\]\.logprobs is missing"):
-        backend(stub).generate(["x"])
+    (r,) = backend(stub).generate([[{"role": "user", "content": "x"}]])
+    assert "choices[0].logprobs is missing" in failed(r)
     assert len(stub.requests) == 1  # a shape error is not retried
 
 
@@ -456,15 +472,15 @@ def _chat(content: Any) -> dict[str, Any]:
 )
 def test_wrong_shapes_name_the_field(stub: Stub, payload: Any, match: str) -> None:
     stub.default = reply(payload)
-    with pytest.raises(BackendError, match=match):
-        backend(stub).generate(["x"], max_new_tokens=1)
+    (r,) = backend(stub).generate([[{"role": "user", "content": "x"}]], max_new_tokens=1)
+    assert re.search(match, failed(r))
 
 
 def test_completions_wrong_shapes(stub: Stub) -> None:
     lp = {"tokens": ["a", "b"], "token_logprobs": [-1.0], "top_logprobs": [None, None]}
     stub.default = reply({"choices": [{"text": "ab", "logprobs": lp}]})
-    with pytest.raises(BackendError, match="differ in length"):
-        backend(stub, use_chat=False).generate(["x"])
+    (r,) = backend(stub, use_chat=False).generate(["x"])
+    assert "differ in length" in failed(r)
 
 
 def test_connection_refused_is_retried_then_error() -> None:
@@ -472,8 +488,8 @@ def test_connection_refused_is_retried_then_error() -> None:
     url = s.url
     s.close()  # nothing listens on the port any more
     b = OpenAICompatibleBackend(url, "m", max_retries=1, backoff=0.001, timeout=1.0)
-    with pytest.raises(BackendError, match="connection failed"):
-        b.generate(["x"])
+    with pytest.raises(BackendError, match=r"cannot reach .*connection failed"):
+        b.generate(["x"])  # an unreachable server concerns every item: raised
     assert b.n_requests == 2
 
 
@@ -593,7 +609,8 @@ def test_classification_scorer_over_http(stub: Stub) -> None:
         s = scorer.score(texts, labels=["positive", "negative", "positive"])
         np.testing.assert_allclose(s.logits, expected)
         results[mode] = s
-    assert list(results["generate"].meta["answer_text"]) == ["positive", "negative", "positive"]
+    answers = results["generate"].per_item["answer_text"]
+    assert list(answers) == ["positive", "negative", "positive"]
     n = len(stub.requests)
     assert n == 6  # 3 texts x 2 modes
     again = classify.ClassificationScorer(

@@ -196,19 +196,23 @@ def test_unlabeled_and_required_labels() -> None:
 def test_value_errors_name_columns_and_rows() -> None:
     df = pd.DataFrame({"label": [0, 1, 1], "prob_a": [0.3, np.nan, 0.5], "prob_b": [0.7, 0.4, 0.5]})
     with pytest.raises(
-        ValueError, match=r"column 'prob_a' has 1 missing/NaN value\(s\) \(first at row 1\)"
+        ValueError,
+        match=r"column 'prob_a' has 1 missing/NaN value\(s\), first at row 1 \(0-based\)",
     ):
         scores_from_table(df)
     df["prob_a"] = [0.3, 0.6, 0.6]
     with pytest.raises(
-        ValueError, match=r"must sum to 1 .*1 row\(s\) do not \(row 2 sums to 1\.1\)"
+        ValueError,
+        match=r"must sum to 1 .*1 row\(s\) do not, first row 2 \(0-based\), which sums to 1\.1",
     ):
         scores_from_table(df)
     df["prob_a"] = [0.3, 0.6, 1.5]
     with pytest.raises(ValueError, match=r"'prob_a' leaves \[0, 1\].*logit"):
         scores_from_table(df)
     df["prob_a"] = ["0.3", "x", "0.5"]
-    with pytest.raises(ValueError, match=r"column 'prob_a' is not numeric \(row 1 holds 'x'\)"):
+    with pytest.raises(
+        ValueError, match=r"column 'prob_a' is not numeric: row 1 \(0-based\) holds 'x'"
+    ):
         scores_from_table(df)
     df = pd.DataFrame({"label": [0, None], "prob": [0.3, 0.6]})
     with pytest.raises(ValueError, match=r"label column 'label' has 1 missing value"):

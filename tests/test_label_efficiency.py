@@ -296,3 +296,20 @@ def test_sim_oot_on_the_real_task_embeddings_groups_related_tasks():
         if family in ("bank", "trec"):
             assert {g.split("_")[0] for g in got} == {family}, (name, got)
             assert len(got) == sum(n.split("_")[0] == family for n in names) - 1
+
+
+def test_task_suite_rebuilds_the_stored_fixture_items(data_dir):
+    """The one TaskSpec model rebuilds exactly the items the stored real scores were made of."""
+    from calibkit.experiments.tasks import build_suite
+
+    cfg = le.load_config(CONFIG)
+    names = sorted(p.stem for p in (FIXTURE / "smollm2").glob("*.parquet"))
+    suite = build_suite(
+        names, n_per_task=cfg.n_per_task, seed=cfg.task_seed, max_chars=cfg.max_chars,
+        data_dir=data_dir,
+    )  # fmt: skip
+    for t in suite:
+        s = Scores.load(FIXTURE / "smollm2" / f"{t.name}.parquet")
+        assert [str(i) for i in s.ids] == list(t.ids), t.name
+        np.testing.assert_array_equal(s.labels, t.labels)
+        assert s.meta["question"] == t.question

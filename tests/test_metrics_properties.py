@@ -195,7 +195,11 @@ def test_confidence_exactly_zero_and_one() -> None:
     assert m.ece(p, [1, 0, 1, 0]) == 1.0 and m.mce(p, [1, 0, 1, 0]) == 1.0
     assert m.brier_score(p, [0, 1, 0, 1]) == 0.0
     assert m.nll(p, [0, 1, 0, 1]) == 0.0
-    assert m.nll(p, [1, 1, 1, 1]) == pytest.approx(-0.5 * math.log(np.finfo(float).eps))
+    # the documented floor: a zero probability costs -log(1e-12) (calibkit's one clip rule)
+    assert m.nll(p, [1, 1, 1, 1]) == pytest.approx(-0.5 * math.log(1e-12))
+    assert m.nll(p, [1, 1, 1, 1], eps=np.finfo(float).eps) == pytest.approx(
+        -0.5 * math.log(np.finfo(float).eps)
+    )
     assert m.nll(p, [1, 1, 1, 1], eps=1e-3) == pytest.approx(-0.5 * math.log(1e-3))
     tab = m.reliability_table(p, [0, 1, 0, 1], n_bins=10)
     assert tab.count[0] == 2 and tab.count[-1] == 2  # 0 in the first bin, 1 in the closed last

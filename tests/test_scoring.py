@@ -516,7 +516,8 @@ def test_classification_scorer_four_steps_by_hand():
     s = sc.score(["a", "b"], labels=["yes", "no"], ids=["i1", "i2"])
     np.testing.assert_allclose(s.logits, [[-0.1, -0.5], [-4.0, -0.2]])
     assert s.labels.tolist() == [0, 1] and s.ids.tolist() == ["i1", "i2"]
-    assert s.meta["answer_index"] == [0, 1] and s.meta["answer_text"] == ["yes", "No."]
+    assert s.per_item["answer_index"].tolist() == [0, 1]
+    assert s.per_item["answer_text"].tolist() == ["yes", "No."]
     # step 2 softmax and step 4 score of the answer, by hand
     z0 = math.exp(-0.1) / (math.exp(-0.1) + math.exp(-0.5))
     np.testing.assert_allclose(s.probs[0, 0], z0)
@@ -534,7 +535,7 @@ def test_scorer_next_token_equals_generate_first_position(tiny_llama, tiny_token
     g3 = ClassificationScorer(be, classes, max_new_tokens=3, progress=False).score(TEXTS)
     # more positions can only raise a class's max; where position 1 holds it, equal
     assert np.all(g3.logits >= nt.logits - 1e-5)
-    first = np.asarray(g3.meta["max_position"]) == 0
+    first = np.asarray(g3.per_item["max_position"].tolist()) == 0
     np.testing.assert_allclose(g3.logits[first], nt.logits[first], atol=1e-5)
 
 
@@ -603,7 +604,7 @@ def test_mcq_scorer_equation_1_by_hand():
     z2 = np.array([-0.1, -2.0, -0.3])
     np.testing.assert_allclose(s.probs[1, :3], np.exp(z2) / np.exp(z2).sum())
     g = MultipleChoiceScorer(be, mode="generate", max_new_tokens=1, progress=False).score(items)
-    assert g.meta["answer_index"] == [1, 0]
+    assert g.per_item["answer_index"].tolist() == [1, 0]
     with pytest.raises(ValueError, match="out of range"):
         MultipleChoiceScorer(be, progress=False).score(
             [{"question": "q", "choices": ["a", "b"], "answer": 5}]
@@ -644,7 +645,7 @@ def test_scores_roundtrip_with_meta(tmp_path, tiny_llama, tiny_tokenizer):
     s = s.score(TEXTS[:3], labels=[0, 1, 0])
     back = Scores.load(s.save(tmp_path / "s.parquet"))
     np.testing.assert_allclose(back.logits, s.logits)
-    assert back.meta["answer_text"] == s.meta["answer_text"]
+    assert back.per_item["answer_text"].tolist() == s.per_item["answer_text"].tolist()
     json.dumps(s.meta)  # meta stays JSON-able
 
 
@@ -794,5 +795,6 @@ def test_make_backend_dispatch_and_answer_confidence_guard():
     ).score(["a", "b"])
     # step 4 keeps the score of the model's *answer* even when it is not the argmax
     np.testing.assert_allclose(answer_confidence(s)[0], 1 - s.probs[0, 0])
-    with pytest.raises(ValueError, match="subset"):
-        answer_confidence(s.subset([0]))
+    # per-item answers travel with the rows (issue #10 item 8): a subset keeps row 1's answer
+    np.testing.assert_allclose(answer_confidence(s.subset([1])), answer_confidence(s)[[1]])
+    np.testing.assert_allclose(answer_confidence(s.subset([1, 0])), answer_confidence(s)[[1, 0]])

@@ -77,7 +77,7 @@ def test_next_token_equals_generate_where_first_token_decides(backend, dataset, 
     nt = ClassificationScorer(backend, classes, mode="next_token", **kw).score(
         df["text"].tolist(), labels=df["label"].tolist()
     )
-    first = np.asarray(gen.meta["max_position"]) == 0
+    first = np.asarray(gen.per_item["max_position"].tolist()) == 0
     assert first.mean() >= 0.5  # the first answer token decides for most entries
     np.testing.assert_allclose(gen.logits[first], nt.logits[first], atol=1e-4)
     assert np.all(gen.logits >= nt.logits - 1e-4)  # extra positions can only raise the max
@@ -221,5 +221,5 @@ def test_arc_challenge_mcq(backend, data_dir):
     gen = MultipleChoiceScorer(backend, mode="generate", max_new_tokens=2, progress=False).score(
         picked[:8]
     )
-    parsed = np.asarray(gen.meta["answer_index"])
+    parsed = np.asarray(gen.per_item["answer_index"])
     assert (parsed >= 0).mean() >= 0.5  # the model mostly answers with a letter

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from calibkit.scoring.backends.base import Generation
+from calibkit.scoring.backends.base import Generation, ItemFailure
 from calibkit.synthetic import (
     GenerationRequest,
     SyntheticGenerator,
@@ -289,7 +289,14 @@ def test_generate_synthetic_two_stages_and_cache(tmp_path: Any) -> None:
     ]
     cache = tmp_path / "gen.sqlite"
     kept, stats = generate_synthetic(backend, TOY_TASK, reqs, cache=cache, progress=False)
-    assert stats == {"requests": 2, "generated": 6, "kept": 3, "unparsed": 0}
+    assert stats == {
+        "requests": 2,
+        "generated": 6,
+        "kept": 3,
+        "unparsed": 0,
+        "failed_generation": 0,
+        "failed_relabel": 0,
+    }
     assert [(k.text, k.label, k.source) for k in kept] == [
         ("hot sand under my feet", 1, 4),
         ("hot air all day", 1, 4),
@@ -301,6 +308,47 @@ def test_generate_synthetic_two_stages_and_cache(tmp_path: Any) -> None:
     again, _ = generate_synthetic(backend, TOY_TASK, reqs, cache=cache, progress=False)
     assert again == kept
     assert (backend.generate_calls, backend.classify_calls) == calls  # all from the cache
+
+
+class FailingBackend(StubBackend):
+    """StubBackend that fails (ItemFailure) on one generation prompt and one relabel prompt."""
+
+    def generate(self, prompts, **kw):  # type: ignore[no-untyped-def]
+        good = super().generate(prompts, **kw)
+        return [
+            ItemFailure("HTTP 500") if "hills" in str(p) else g
+            for p, g in zip(prompts, good, strict=True)
+        ]
+
+    def next_token_logprobs(self, prompts, candidates):  # type: ignore[no-untyped-def]
+        good = super().next_token_logprobs(prompts, candidates)
+        return [
+            ItemFailure("timeout") if "noon" in str(p) else g
+            for p, g in zip(prompts, good, strict=True)
+        ]
+
+
+def test_failed_items_are_counted_never_made_up(tmp_path: Any) -> None:
+    answer = "1. hot sand under my feet\n2. a cold breeze at noon\n3. hot air all day"
+    reqs = [
+        GenerationRequest("the sun burns today", 1, 0.85, 0.3, "high/over", source=4, bin=8),
+        GenerationRequest("snow on the hills", 0, 0.35, 0.1, "low/over", source=7, bin=3),
+    ]
+    kept, stats = generate_synthetic(
+        FailingBackend(answer), TOY_TASK, reqs, cache=tmp_path / "g.sqlite", progress=False
+    )
+    # request 2 failed: no text for it; "a cold breeze at noon" (of request 1) failed to relabel
+    assert stats["failed_generation"] == 1 and stats["failed_relabel"] == 1
+    assert stats["generated"] == 3 and stats["unparsed"] == 1
+    assert [(k.text, k.source) for k in kept] == [
+        ("hot sand under my feet", 4),
+        ("hot air all day", 4),
+    ]
+    # failures are not cached: a healthy backend fills them in on the rerun
+    _, stats2 = generate_synthetic(
+        StubBackend(answer), TOY_TASK, reqs, cache=tmp_path / "g.sqlite", progress=False
+    )
+    assert stats2["failed_generation"] == 0 and stats2["generated"] == 6
 
 
 def test_generator_rejects_multiclass_task() -> None:

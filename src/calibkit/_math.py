@@ -13,9 +13,21 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["log_softmax", "logit", "probs_to_logits", "sigmoid", "softmax", "to_probs"]
+__all__ = [
+    "PROB_FLOOR",
+    "log_softmax",
+    "logit",
+    "probs_to_logits",
+    "sigmoid",
+    "softmax",
+    "to_probs",
+]
 
-_EPS = 1e-12
+#: the one floor calibkit puts under a probability before taking its log: ``log(0)`` becomes
+#: ``log(1e-12) = -27.63`` in :func:`probs_to_logits`, ``Scores.from_probs`` and the NLL of
+#: probabilities (:func:`calibkit.metrics.nll`)
+PROB_FLOOR = 1e-12
+_EPS = PROB_FLOOR
 
 
 def softmax(logits: ArrayLike, axis: int = -1) -> NDArray[np.float64]:

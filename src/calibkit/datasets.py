@@ -7,7 +7,9 @@ and licenses). :func:`default_data_dir` finds it: ``$CALIBKIT_DATA`` if set, els
 Three formats:
 
 * classification CSV -> :func:`load_classification` -> DataFrame ``text, label, label_id, split``;
-* multiple-choice JSONL -> :func:`load_mcq` -> list of :class:`MCQItem`;
+  a user's own CSV / JSONL / Parquet file -> :func:`read_classification_file` (any column names);
+* multiple-choice JSONL -> :func:`load_mcq` -> list of :class:`MCQItem` (a user's own JSONL file:
+  :func:`load_mcq_file`);
 * preference pairs JSONL -> :func:`load_pairs` -> DataFrame ``prompt, chosen, rejected, ...``.
 
 :func:`load_bundled_sample` reads the small samples shipped inside the package (no data folder
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,9 @@ __all__ = [
     "load_bundled_sample",
     "load_classification",
     "load_mcq",
+    "load_mcq_file",
     "load_pairs",
+    "read_classification_file",
 ]
 
 #: classification datasets: name -> CSV path relative to the data folder
@@ -228,6 +232,106 @@ def load_classification(
     return df
 
 
+def _read_table(path: Path) -> Any:
+    """A CSV / TSV / JSONL / JSON / Parquet file as a DataFrame (format from the suffix)."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        try:
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not a readable {suffix[1:].upper()} file ({e})") from None
+    if suffix in (".jsonl", ".ndjson"):
+        return pd.DataFrame(_read_jsonl(path))
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: invalid JSON ({e.msg})") from None
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ValueError(f"{path}: a .json data file must hold a list of records")
+        return pd.DataFrame(data)
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    raise ValueError(f"{path}: use a .csv, .tsv, .jsonl, .json or .parquet file")
+
+
+def read_classification_file(
+    path: str | os.PathLike[str],
+    *,
+    text_column: str = "text",
+    label_column: str | None = "label",
+    split_column: str | None = "split",
+) -> Any:
+    """A user's classification file as a DataFrame ``text, label, split, row`` (+ other columns).
+
+    ``label`` holds the file's labels as strings (``None`` when ``label_column`` is None),
+    ``split`` the split column's values (``"all"`` where the file has no such column) and
+    ``row`` the 0-based row number in the file. A missing file, a missing column or an empty
+    text / label cell raises an error naming the file, the row and the column.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"data file {p} not found")
+    df = _read_table(p)
+    need = [c for c in (text_column, label_column) if c is not None]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValueError(f"{p}: no column {missing[0]!r}; columns: {list(df.columns)}")
+    if len(df) == 0:
+        raise ValueError(f"{p}: no rows")
+    out = df.copy()
+    for col, what in ((text_column, "text"), (label_column, "label")):
+        if col is None:
+            continue
+        bad = out[col].isna().to_numpy().copy()
+        if what == "label":
+            bad |= (out[col].astype(str).str.strip() == "").to_numpy()
+        if bad.any():
+            raise ValueError(f"{p}: row {int(bad.argmax())}: empty {what} in column {col!r}")
+    front = {
+        "text": out[text_column].astype(str),
+        "label": out[label_column].map(_label_str) if label_column is not None else None,
+        "split": (
+            out[split_column].fillna("all").astype(str)
+            if split_column is not None and split_column in out.columns
+            else "all"
+        ),
+        "row": range(len(out)),
+    }
+    import pandas as pd
+
+    rest = out.drop(columns=[c for c in (text_column, label_column) if c is not None])
+    rest = rest.drop(columns=[c for c in ("text", "label", "split", "row") if c in rest.columns])
+    return pd.concat([pd.DataFrame(front, index=out.index), rest], axis=1).reset_index(drop=True)
+
+
+def _label_str(value: Any) -> str:
+    """A label cell as text; integral floats (``1.0`` from a numeric column) as ``"1"``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def load_mcq_file(path: str | os.PathLike[str], *, name: str | None = None) -> list[MCQItem]:
+    """A user's multiple-choice JSONL file (``question``, ``choices``, ``answer`` = 0-based index;
+    optional ``subject``, ``id``, ``split``) as a list of :class:`MCQItem`."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"multiple-choice file {p} not found")
+    if p.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise ValueError(f"{p}: multiple-choice data must be a .jsonl file")
+    rows = _read_jsonl(p)
+    if not rows:
+        raise ValueError(f"{p}: no questions")
+    items = _mcq_items(rows, name or p.stem, "all", str(p))
+    return [
+        replace(it, split=str(r["split"])) if r.get("split") else it
+        for it, r in zip(items, rows, strict=True)
+    ]
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
     with open(path, encoding="utf-8") as fh:
@@ -248,6 +352,15 @@ def _mcq_items(rows: list[dict[str, Any]], name: str, split: str, where: str) ->
         for col in ("question", "choices", "answer"):
             if col not in r:
                 raise ValueError(f"{where} row {i}: missing {col!r}")
+        if not isinstance(r["choices"], list):
+            raise ValueError(f"{where} row {i}: 'choices' must be a list")
+        ans = r["answer"]
+        if isinstance(ans, bool) or not (
+            isinstance(ans, int) or (isinstance(ans, str) and ans.strip().lstrip("-").isdigit())
+        ):
+            raise ValueError(
+                f"{where} row {i}: 'answer' must be a 0-based option index; got {ans!r}"
+            )
         items.append(
             MCQItem(
                 question=str(r["question"]),

@@ -7,25 +7,37 @@ take probabilities (``input_kind = "probs"``): :class:`IsotonicCalibrator`,
 
 Every calibrator also has ``calibrate(scores: Scores) -> Scores``, ``save(path)`` (JSON) and
 is restored by :func:`load`; :func:`make_calibrator` builds one by short name.
+:func:`select` (registered as ``"auto"``) chooses among them, ``"none"`` included, by
+cross-validation. Diagnostics of scores and fits: :mod:`calibkit.calibrators.diagnostics`.
 """
 
 from calibkit.calibrators.base import Calibrator, from_dict, load
 from calibkit.calibrators.beta import BetaCalibration
 from calibkit.calibrators.dirichlet import DirichletCalibration
 from calibkit.calibrators.histogram import HistogramBinning
+from calibkit.calibrators.identity import IdentityCalibrator
 from calibkit.calibrators.isotonic import IsotonicCalibrator
 from calibkit.calibrators.matrix import MatrixScaling
 from calibkit.calibrators.platt import PlattScaling
-from calibkit.calibrators.registry import CALIBRATORS, available_calibrators, make_calibrator
+from calibkit.calibrators.registry import (
+    CALIBRATORS,
+    available_calibrators,
+    make_calibrator,
+    register_calibrator,
+    unregister_calibrator,
+)
+from calibkit.calibrators.select import AutoCalibrator, select
 from calibkit.calibrators.temperature import TemperatureScaling
 from calibkit.calibrators.vector import VectorScaling
 
 __all__ = [
     "CALIBRATORS",
+    "AutoCalibrator",
     "BetaCalibration",
     "Calibrator",
     "DirichletCalibration",
     "HistogramBinning",
+    "IdentityCalibrator",
     "IsotonicCalibrator",
     "MatrixScaling",
     "PlattScaling",
@@ -35,4 +47,7 @@ __all__ = [
     "from_dict",
     "load",
     "make_calibrator",
+    "register_calibrator",
+    "select",
+    "unregister_calibrator",
 ]

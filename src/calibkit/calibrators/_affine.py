@@ -5,14 +5,14 @@ Used by vector scaling, matrix scaling and Dirichlet calibration (matrix scaling
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from calibkit._math import softmax
 from calibkit.calibrators._optim import affine_loss_grad, lbfgs
-from calibkit.calibrators.base import Calibrator, normalized
+from calibkit.calibrators.base import Calibrator, FieldCheck, normalized
 
 Regularization = Literal["odir", "l2", "none"]
 
@@ -69,6 +69,9 @@ class _AffineScaling(Calibrator):
     """Common code of vector / matrix scaling and Dirichlet calibration (not registered)."""
 
     _shape: Literal["vector", "matrix"] = "matrix"
+    _fitted_fields: ClassVar[tuple[str, ...]] = ("coef_", "intercept_")
+    coef_: NDArray[np.float64]
+    intercept_: NDArray[np.float64]
 
     # set by subclasses' __init__
     regularization: Regularization
@@ -77,6 +80,19 @@ class _AffineScaling(Calibrator):
     tol: float
     max_iter: int
 
+    def _validate_params(self, check: FieldCheck) -> None:
+        check.choice("regularization", self.regularization, ("odir", "l2", "none"))
+        check.number("reg_lambda", self.reg_lambda, low=0.0)
+        check.number("reg_mu", self.reg_mu, low=0.0)
+        check.number("tol", self.tol, low=0.0, strict=True)
+        check.integer("max_iter", self.max_iter, low=1)
+
+    def _validate_fitted(self, check: FieldCheck) -> None:
+        k = int(self.n_classes_)
+        shape = (k,) if self._shape == "vector" else (k, k)
+        self.coef_ = check.array("coef_", self.coef_, shape)
+        self.intercept_ = check.array("intercept_", self.intercept_, (k,))
+
     def _features(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
         """``(n, K)`` features the affine map acts on (logits here, log-probs for Dirichlet)."""
         return as_2col_logits(X)
@@ -84,8 +100,6 @@ class _AffineScaling(Calibrator):
     def _fit(
         self, X: NDArray[np.float64], y: NDArray[np.int64], w: NDArray[np.float64] | None
     ) -> None:
-        if self.reg_lambda < 0 or self.reg_mu < 0:
-            raise ValueError("reg_lambda and reg_mu must be >= 0")
         z = self._features(X)
         k = z.shape[1]
         wn = normalized(w)

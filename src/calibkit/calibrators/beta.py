@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from numpy.typing import NDArray
 
 from calibkit._math import sigmoid
 from calibkit.calibrators._optim import fit_logistic
 from calibkit.calibrators._ovr import binary_columns, binary_targets, combine
-from calibkit.calibrators.base import Calibrator
+from calibkit.calibrators.base import Calibrator, FieldCheck
 
 __all__ = ["BetaCalibration"]
 
@@ -40,6 +42,16 @@ class BetaCalibration(Calibrator):
     """
 
     input_kind = "probs"
+    _fitted_fields: ClassVar[tuple[str, ...]] = ("a_", "b_", "c_")
+    a_: NDArray[np.float64]
+    b_: NDArray[np.float64]
+    c_: NDArray[np.float64]
+
+    def _validate_fitted(self, check: FieldCheck) -> None:
+        m = self._n_maps()
+        self.a_ = check.array("a_", self.a_, (m,), low=0.0)
+        self.b_ = check.array("b_", self.b_, (m,), low=0.0)
+        self.c_ = check.array("c_", self.c_, (m,))
 
     def _fit(
         self, X: NDArray[np.float64], y: NDArray[np.int64], w: NDArray[np.float64] | None

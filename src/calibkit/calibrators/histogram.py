@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from calibkit.calibrators._ovr import binary_columns, binary_targets, combine
-from calibkit.calibrators.base import Calibrator
+from calibkit.calibrators.base import Calibrator, FieldCheck
+from calibkit.metrics.binning import MAX_BINS
 
 __all__ = ["HistogramBinning"]
 
@@ -47,12 +48,36 @@ class HistogramBinning(Calibrator):
     """
 
     input_kind = "probs"
+    _fitted_fields: ClassVar[tuple[str, ...]] = ("bin_edges_", "bin_values_")
+    bin_edges_: list[NDArray[np.float64]]
+    bin_values_: list[NDArray[np.float64]]
 
     def __init__(
         self, n_bins: int = 15, binning: Literal["uniform", "quantile"] = "uniform"
     ) -> None:
         self.n_bins = n_bins
         self.binning = binning
+
+    def _validate_params(self, check: FieldCheck) -> None:
+        check.integer("n_bins", self.n_bins, low=1, high=MAX_BINS)
+        check.choice("binning", self.binning, ("uniform", "quantile"))
+
+    def _validate_fitted(self, check: FieldCheck) -> None:
+        m = self._n_maps()
+        edges_all = check.arrays("bin_edges_", self.bin_edges_, m)
+        values_all = check.arrays("bin_values_", self.bin_values_, m)
+        edges_out, values_out = [], []
+        for j in range(m):
+            e = check.array(f"bin_edges_[{j}]", edges_all[j], (-1,), low=0.0, high=1.0)
+            if e.size < 2 or e[0] != 0.0 or e[-1] != 1.0 or np.any(np.diff(e) <= 0):
+                check.fail(
+                    f"bin_edges_[{j}]", "strictly increasing edges from 0 to 1", edges_all[j]
+                )
+            v = check.array(f"bin_values_[{j}]", values_all[j], (e.size - 1,), low=0.0, high=1.0)
+            edges_out.append(e)
+            values_out.append(v)
+        self.bin_edges_ = edges_out
+        self.bin_values_ = values_out
 
     def _edges(self, p: NDArray[np.float64]) -> NDArray[np.float64]:
         if self.binning == "uniform":
@@ -64,10 +89,6 @@ class HistogramBinning(Calibrator):
     def _fit(
         self, X: NDArray[np.float64], y: NDArray[np.int64], w: NDArray[np.float64] | None
     ) -> None:
-        if not isinstance(self.n_bins, int | np.integer) or self.n_bins < 1:
-            raise ValueError(f"n_bins must be a positive integer; got {self.n_bins!r}")
-        if self.binning not in ("uniform", "quantile"):
-            raise ValueError(f"binning must be 'uniform' or 'quantile'; got {self.binning!r}")
         edges_all, values_all = [], []
         for p, t in zip(
             binary_columns(X, "probs"), binary_targets(y, self.n_classes_), strict=True

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from numpy.typing import NDArray
 
 from calibkit.calibrators._ovr import binary_columns, binary_targets, combine
-from calibkit.calibrators.base import Calibrator
+from calibkit.calibrators.base import Calibrator, FieldCheck
 
 __all__ = ["IsotonicCalibrator"]
 
@@ -30,6 +32,26 @@ class IsotonicCalibrator(Calibrator):
     """
 
     input_kind = "probs"
+    _fitted_fields: ClassVar[tuple[str, ...]] = ("x_thresholds_", "y_thresholds_")
+    x_thresholds_: list[NDArray[np.float64]]
+    y_thresholds_: list[NDArray[np.float64]]
+
+    def _validate_fitted(self, check: FieldCheck) -> None:
+        m = self._n_maps()
+        xs_all = check.arrays("x_thresholds_", self.x_thresholds_, m)
+        ys_all = check.arrays("y_thresholds_", self.y_thresholds_, m)
+        xs, ys = [], []
+        for j in range(m):
+            x = check.array(
+                f"x_thresholds_[{j}]", xs_all[j], (-1,), low=0.0, high=1.0, increasing=True
+            )
+            y = check.array(
+                f"y_thresholds_[{j}]", ys_all[j], (x.size,), low=0.0, high=1.0, increasing=True
+            )
+            xs.append(x)
+            ys.append(y)
+        self.x_thresholds_ = xs
+        self.y_thresholds_ = ys
 
     def _fit(
         self, X: NDArray[np.float64], y: NDArray[np.int64], w: NDArray[np.float64] | None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from calibkit._math import sigmoid
 from calibkit.calibrators._optim import fit_logistic
 from calibkit.calibrators._ovr import binary_columns, binary_targets, combine
-from calibkit.calibrators.base import Calibrator
+from calibkit.calibrators.base import Calibrator, FieldCheck
 
 __all__ = ["PlattScaling"]
 
@@ -41,9 +43,20 @@ class PlattScaling(Calibrator):
     """
 
     input_kind = "logits"
+    _fitted_fields: ClassVar[tuple[str, ...]] = ("coef_", "intercept_")
+    coef_: NDArray[np.float64]
+    intercept_: NDArray[np.float64]
 
     def __init__(self, prior_correction: bool = False) -> None:
         self.prior_correction = prior_correction
+
+    def _validate_params(self, check: FieldCheck) -> None:
+        check.boolean("prior_correction", self.prior_correction)
+
+    def _validate_fitted(self, check: FieldCheck) -> None:
+        m = self._n_maps()
+        self.coef_ = check.array("coef_", self.coef_, (m,))
+        self.intercept_ = check.array("intercept_", self.intercept_, (m,))
 
     def _fit(
         self, X: NDArray[np.float64], y: NDArray[np.int64], w: NDArray[np.float64] | None

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from calibkit._math import softmax
 from calibkit.calibrators._optim import lbfgs, temperature_newton, temperature_stats
-from calibkit.calibrators.base import Calibrator, normalized
+from calibkit.calibrators.base import Calibrator, FieldCheck, normalized
 
 __all__ = ["TemperatureScaling"]
 
@@ -50,9 +50,17 @@ class TemperatureScaling(Calibrator):
     """
 
     input_kind = "logits"
+    _fitted_fields: ClassVar[tuple[str, ...]] = ("temperature_",)
+    temperature_: float
 
     def __init__(self, solver: Literal["newton", "lbfgs"] = "newton") -> None:
         self.solver = solver
+
+    def _validate_params(self, check: FieldCheck) -> None:
+        check.choice("solver", self.solver, ("newton", "lbfgs"))
+
+    def _validate_fitted(self, check: FieldCheck) -> None:
+        self.temperature_ = check.number("temperature_", self.temperature_, low=0.0, strict=True)
 
     def _fit(
         self, X: NDArray[np.float64], y: NDArray[np.int64], w: NDArray[np.float64] | None
@@ -64,8 +72,6 @@ class TemperatureScaling(Calibrator):
             self.temperature_ = float(1.0 / beta)
             self._warn_on_bound()
             return
-        if self.solver != "lbfgs":
-            raise ValueError(f"solver must be 'newton' or 'lbfgs'; got {self.solver!r}")
         zmax = z.max(axis=1)
         dy = z[np.arange(z.shape[0]), y] - zmax
 

@@ -29,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_parser", "run", "run_demo"]
+__all__ = ["DEMO_METRICS", "add_parser", "run", "run_demo"]
+
+#: registered metrics shown in the demo's table (``metrics.json`` holds every default metric)
+DEMO_METRICS = ("accuracy", "ece", "ace", "brier", "nll")
 
 
 def _split_halves(n: int, seed: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,48 +47,22 @@ def _split_halves(n: int, seed: int, labels: np.ndarray) -> tuple[np.ndarray, np
     return np.sort(np.concatenate(cal)), np.sort(np.concatenate(test))
 
 
-def run_demo(
+def _score_sample(
+    backend: Any,
+    task: str,
+    n: int,
+    mode: str | None,
+    max_new_tokens: int,
+    cache_path: Any,
     *,
-    n: int = 300,
-    out: str | Path = "calibkit_demo",
-    task: str = "classify",
-    model: str | None = None,
-    mode: str | None = None,
-    max_new_tokens: int = 3,
-    batch_size: int = 8,
-    seed: int = 0,
-    n_bins: int = 10,
-    cache: str | Path | None = "default",
-    plots: bool = True,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Run the demo; returns ``{"metrics": {method: {metric: value}}, "temperature": T, ...}``.
-
-    ``cache="default"`` uses ``<default_cache_dir()>/demo.sqlite``; ``None`` disables caching.
-    """
+    progress: bool,
+) -> tuple[Any, str]:
+    """Score the first ``n`` items of the bundled sample: ``(Scores, dataset description)``."""
     from calibkit import datasets
-    from calibkit.calibrators import TemperatureScaling, VectorScaling
-    from calibkit.cli.evaluate import compute_metrics
-    from calibkit.scoring.backends import make_backend
-    from calibkit.scoring.cache import default_cache_dir
     from calibkit.scoring.classify import ClassificationScorer
     from calibkit.scoring.mcq import MultipleChoiceScorer
     from calibkit.scoring.prompts import APPENDIX_C_DESCRIPTIONS, PromptTemplate
 
-    if n < 20:
-        raise ValueError(f"--n must be >= 20 (half of the items fit the calibrators), got {n}")
-    if task not in ("classify", "mcq"):
-        raise ValueError(f"task must be 'classify' or 'mcq', got {task!r}")
-    outdir = Path(out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    cache_path = default_cache_dir() / "demo.sqlite" if cache == "default" else cache
-    timings: dict[str, float] = {}
-
-    t0 = time.perf_counter()
-    backend = make_backend(model, batch_size=batch_size)
-    timings["load_model_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
     if task == "classify":
         df = datasets.load_bundled_sample("subj")
         if n > len(df):
@@ -119,6 +96,55 @@ def run_demo(
         )
         scores = mscorer.score(items[:n])
         dataset = "ARC-Challenge (bundled sample)"
+    return scores, dataset
+
+
+def run_demo(
+    *,
+    n: int = 300,
+    out: str | Path = "calibkit_demo",
+    task: str = "classify",
+    model: str | None = None,
+    mode: str | None = None,
+    max_new_tokens: int = 3,
+    batch_size: int = 8,
+    seed: int = 0,
+    n_bins: int = 10,
+    cache: str | Path | None = "default",
+    plots: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the demo; returns ``{"metrics": {method: {metric: value}}, "temperature": T, ...}``.
+
+    ``cache="default"`` uses ``<default_cache_dir()>/demo.sqlite``; ``None`` disables caching.
+    """
+    from calibkit.calibrators import TemperatureScaling, VectorScaling
+    from calibkit.metrics import compute_metrics
+    from calibkit.scoring.backends import make_backend
+    from calibkit.scoring.cache import default_cache_dir
+
+    if n < 20:
+        raise ValueError(f"--n must be >= 20 (half of the items fit the calibrators), got {n}")
+    if task not in ("classify", "mcq"):
+        raise ValueError(f"task must be 'classify' or 'mcq', got {task!r}")
+    from calibkit._atomic import atomic_write_text, check_writable_dir
+    from calibkit._json import json_ready
+    from calibkit.cli._args import check_bins
+
+    check_bins(n_bins)
+    outdir = Path(out)
+    check_writable_dir(outdir, what="--out folder")  # before the model is loaded
+    cache_path = default_cache_dir() / "demo.sqlite" if cache == "default" else cache
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    backend = make_backend(model, batch_size=batch_size)
+    timings["load_model_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    scores, dataset = _score_sample(
+        backend, task, n, mode, max_new_tokens, cache_path, progress=progress
+    )
     timings["score_s"] = time.perf_counter() - t0
 
     y = scores.require_labels()
@@ -135,7 +161,7 @@ def run_demo(
         "temperature": ts.predict_proba(sc_test.logits),
         "vector": vs.predict_proba(sc_test.logits),
     }
-    metrics = {name: compute_metrics(p, y_test, n_bins=n_bins)[0] for name, p in probs.items()}
+    metrics = {name: compute_metrics(p, y_test, n_bins=n_bins) for name, p in probs.items()}
 
     result: dict[str, Any] = {
         "dataset": dataset,
@@ -151,8 +177,9 @@ def run_demo(
         "n_unparsed": scores.meta.get("n_unparsed"),
         "notes": notes,
     }
+    outdir.mkdir(parents=True, exist_ok=True)
     scores.save(outdir / "scores.parquet")
-    (outdir / "metrics.json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(outdir / "metrics.json", json.dumps(json_ready(result), indent=2))
     if plots:
         from calibkit.plots import compare_reliability, save_figure
 
@@ -170,18 +197,17 @@ def _print(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from calibkit.cli._args import esc
+
     con = Console()
-    cols = [
-        ("accuracy", "Accuracy"),
-        ("ece", "ECE"),
-        ("ace", "ACE"),
-        ("brier", "Brier"),
-        ("nll", "NLL"),
-    ]
+    from calibkit.metrics import get_metric
+
+    cols = [(k, get_metric(k).display) for k in DEMO_METRICS]
     table = Table(
         title=(
-            f"{result['model']} on {result['dataset']}: calibrators fit on {result['n_calibration']}"
-            f" items, evaluated on {result['n_test']} ({result['n_bins']} bins)"
+            f"{esc(result['model'])} on {esc(result['dataset'])}: calibrators fit on "
+            f"{result['n_calibration']} items, evaluated on {result['n_test']} "
+            f"({result['n_bins']} bins)"
         )
     )
     table.add_column("scores")
@@ -199,12 +225,12 @@ def _print(result: dict[str, Any]) -> None:
     t = result["timings"]
     con.print(
         f"model load {t['load_model_s']:.1f}s, scoring {t['score_s']:.1f}s "
-        f"({result['n_items']} items, mode={result['mode']})"
+        f"({result['n_items']} items, mode={esc(result['mode'])})"
     )
     for note in result.get("notes", []):
-        con.print(f"[dim]note: {note}[/]")
+        con.print(f"[dim]note: {esc(note)}[/]")
     if result.get("figure"):
-        con.print(f"reliability diagrams: {result['figure']}")
+        con.print(f"reliability diagrams: {esc(result['figure'])}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -226,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: Any) -> None:
-    from calibkit.cli.evaluate import plain_description
+    from calibkit.cli._args import plain_description
 
     p = subparsers.add_parser(
         "demo",
@@ -242,7 +268,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/test split")
-    p.add_argument("--bins", type=int, default=10, help="ECE bins (default 10)")
+    p.add_argument("--bins", type=int, default=10, help="ECE bins, 1..10000 (default 10)")
     p.add_argument("--cache", help="score cache (default <cache dir>/demo.sqlite)")
     p.add_argument("--no-cache", action="store_true", help="score again, ignore the cache")
     p.add_argument("--no-plots", action="store_true", help="skip the reliability diagrams")

@@ -23,6 +23,11 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "calibkit.experiments.fill_gaps",
         "paper 000 Table 4: Synthesis / Synthesis+ vs isotonic, Platt, temperature, MC dropout",
     ),
+    "confidence-methods": (
+        "calibkit.experiments.confidence_methods",
+        "issue #14: confidence estimators (logits, P(True), verbalized, self-consistency), "
+        "raw and calibrated, with their cost",
+    ),
     "finetune": (
         "calibkit.experiments.finetune",
         "paper 002 Tables 2 and 4: CFT / RCFT vs temperature scaling and label smoothing",

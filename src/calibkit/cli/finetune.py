@@ -49,6 +49,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from calibkit._atomic import check_writable_dir
     from calibkit.finetune.pipeline import (
         check_splits,
         config_from_args,
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     method = _METHODS[args.method]
     out = Path(args.out)
+    check_writable_dir(out, what="--out folder")  # before any data or model is loaded
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise ValueError(
             f"{out} is not empty; pass --resume to continue that run or choose another --out"
@@ -94,7 +96,9 @@ def _print_table(results: dict[str, dict[str, Any]], out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"calibration-aware fine-tuning ({out})")
+    from calibkit.cli._args import esc
+
+    t = Table(title=f"calibration-aware fine-tuning ({esc(out)})")
     t.add_column("model")
     for col in ("conf-ECE", "cw-ECE", "accuracy"):
         for dom in ("in", "out"):
@@ -102,11 +106,11 @@ def _print_table(results: dict[str, dict[str, Any]], out: Path) -> None:
     t.add_column("win rate", justify="right")
     for name, res in results.items():
         m = res["metrics"]
-        row = [name]
+        row = [esc(name)]
         for key in ("conf_ece", "cw_ece", "accuracy"):
             for split in ("test", "ood"):
                 row.append(f"{m[split][key]:.4f}" if split in m else "-")
         wr = res.get("win_rate", {})
-        row.append(", ".join(f"{k}: {v['win_rate']:.3f}" for k, v in wr.items()) or "-")
+        row.append(esc(", ".join(f"{k}: {v['win_rate']:.3f}" for k, v in wr.items()) or "-"))
         t.add_row(*row)
     Console().print(t)

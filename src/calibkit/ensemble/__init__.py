@@ -5,7 +5,14 @@ Optuna (search) and matplotlib (frontier plot) are imported only inside the func
 them.
 """
 
-from calibkit.ensemble.binning import bin_indices, prefix_codes, quantile_edges, uniform_edges
+from calibkit.ensemble.binning import (
+    bin_indices,
+    cut_points_to_edges,
+    edges_to_cut_points,
+    prefix_codes,
+    quantile_cut_points,
+    uniform_cut_points,
+)
 from calibkit.ensemble.costs import (
     CostSummary,
     ModelCost,
@@ -64,6 +71,8 @@ __all__ = [
     "called_from_depth",
     "check_ensemble_probs",
     "cost_matrix",
+    "cut_points_to_edges",
+    "edges_to_cut_points",
     "f1_score",
     "format_table",
     "frontier_plot",
@@ -73,12 +82,12 @@ __all__ = [
     "parse_costs",
     "precision_recall_f1",
     "prefix_codes",
-    "quantile_edges",
+    "quantile_cut_points",
     "register_strategy",
     "search_edges",
     "stack_scores",
     "summarize_cost",
     "table3",
-    "uniform_edges",
+    "uniform_cut_points",
     "weighted_majority_vote",
 ]

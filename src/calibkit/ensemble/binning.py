@@ -1,8 +1,15 @@
 """A-priori confidence bins and nested bin-index keys (paper 001, section 3.1).
 
-Model ``k``'s confidence is mapped to a bin by its sorted *interior* edges ``e_1 <= ... <= e_{B-1}``:
-bin ``b`` is ``[e_b, e_{b+1})`` with ``e_0 = -inf`` and ``e_B = +inf`` (so ``B = len(edges) + 1``
-bins). After ``k`` models an item carries the key ``(b_1, ..., b_k)``; keys are nested: every
+Bins here are given by **cut points**: each model's sorted interior bin boundaries
+``c_1 <= ... <= c_{B-1}``; bin ``b`` is ``[c_b, c_{b+1})`` with ``c_0 = -inf`` and
+``c_B = +inf`` (so ``B = len(cut_points) + 1`` bins). Calibkit's **edges** are the other
+convention, the ``M + 1`` boundaries on ``[0, 1]`` of :mod:`calibkit.metrics.binning` (outer
+edges included); :func:`cut_points_to_edges` and :func:`edges_to_cut_points` convert, and for
+scores in ``[0, 1]`` both give every score the same bin. (``CascadePolicy(edges=...)``, its
+``edges_``, ``search_edges`` and the saved policy's ``"edges"`` field keep their names for
+compatibility: they hold cut points.)
+
+After ``k`` models an item carries the key ``(b_1, ..., b_k)``; keys are nested: every
 depth-``k+1`` key extends a depth-``k`` key. Keys are encoded as mixed-radix integers
 ``((b_1 * B_2 + b_2) * B_3 + b_3) ...`` for fast group-by, and written ``"b1/b2/b3"`` for people.
 """
@@ -17,20 +24,24 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = [
     "bin_indices",
     "bin_label",
-    "check_edges",
+    "check_cut_points",
+    "cut_points_to_edges",
     "decode_key",
+    "edges_to_cut_points",
     "format_key",
     "parse_key",
     "prefix_codes",
-    "quantile_edges",
-    "uniform_edges",
+    "quantile_cut_points",
+    "uniform_cut_points",
 ]
 
 
-def check_edges(
+def check_cut_points(
     edges: Sequence[ArrayLike], n_models: int | None = None
 ) -> list[NDArray[np.float64]]:
-    """Validate per-model interior edges: finite, non-decreasing 1-D arrays (possibly empty)."""
+    """Validate per-model cut points (interior edges): finite, non-decreasing 1-D arrays
+    (possibly empty). ``edges`` is one sequence per model (named so in messages and saved
+    policies)."""
     if isinstance(edges, np.ndarray) and edges.ndim == 1:
         raise ValueError("edges must be one sequence of edges per model, e.g. [[0.7, 0.9], [0.8]]")
     out: list[NDArray[np.float64]] = []
@@ -50,19 +61,23 @@ def check_edges(
     return out
 
 
-def uniform_edges(
+def uniform_cut_points(
     n_bins: int | Sequence[int], n_models: int, low: float = 0.5, high: float = 1.0
 ) -> list[NDArray[np.float64]]:
-    """Equal-width interior edges on ``[low, high]`` (top-label confidence of C classes lies in
-    ``[1/C, 1]``: use ``low = 1/C``)."""
+    """Equal-width cut points on ``[low, high]`` (top-label confidence of C classes lies in
+    ``[1/C, 1]``: use ``low = 1/C``), ``n_bins - 1`` per model. With ``low=0, high=1`` these
+    are the interior of :func:`calibkit.metrics.binning.uniform_edges`."""
     nb = _n_bins_list(n_bins, n_models)
     if not low < high:
         raise ValueError(f"need low < high; got low={low}, high={high}")
     return [np.linspace(low, high, b + 1)[1:-1] for b in nb]
 
 
-def quantile_edges(scores: ArrayLike, n_bins: int | Sequence[int]) -> list[NDArray[np.float64]]:
-    """Equal-mass interior edges of each model's confidences ``scores`` ``(n, K)``."""
+def quantile_cut_points(
+    scores: ArrayLike, n_bins: int | Sequence[int]
+) -> list[NDArray[np.float64]]:
+    """Equal-mass cut points of each model's confidences ``scores`` ``(n, K)`` (the interior of
+    :func:`calibkit.metrics.binning.quantile_edges` of each column)."""
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2 or s.shape[0] == 0:
         raise ValueError(f"scores must be a non-empty (n, K) array; got shape {s.shape}")
@@ -88,11 +103,31 @@ def bin_indices(scores: ArrayLike, edges: Sequence[ArrayLike]) -> NDArray[np.int
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2:
         raise ValueError(f"scores must be (n, K); got shape {s.shape}")
-    e = check_edges(edges, s.shape[1])
+    e = check_cut_points(edges, s.shape[1])
     out = np.empty(s.shape, dtype=np.int64)
     for k, ek in enumerate(e):
         out[:, k] = np.searchsorted(ek, s[:, k], side="right")
     return out
+
+
+def cut_points_to_edges(
+    cut_points: ArrayLike, low: float = 0.0, high: float = 1.0
+) -> NDArray[np.float64]:
+    """One model's cut points ``(B - 1,)`` -> the ``(B + 1,)`` edges of
+    :mod:`calibkit.metrics.binning` on ``[low, high]`` (cut points must lie inside)."""
+    (c,) = check_cut_points([cut_points])
+    if c.size and (c[0] < low or c[-1] > high):
+        raise ValueError(f"cut points {c.tolist()} lie outside [{low}, {high}]")
+    return np.concatenate([[low], c, [high]]).astype(np.float64)
+
+
+def edges_to_cut_points(edges: ArrayLike) -> NDArray[np.float64]:
+    """``(M + 1,)`` edges of :mod:`calibkit.metrics.binning` -> the ``(M - 1,)`` cut points."""
+    e = np.asarray(edges, dtype=np.float64)
+    if e.ndim != 1 or e.size < 2:
+        raise ValueError(f"edges must be 1-D with at least 2 entries; got shape {e.shape}")
+    (c,) = check_cut_points([e])
+    return c[1:-1].copy()
 
 
 def prefix_codes(bins: NDArray[np.int64], n_bins: Sequence[int], depth: int) -> NDArray[np.int64]:

@@ -120,34 +120,49 @@ def _model_name(s: Scores, k: int) -> str:
     return f"model_{k}"
 
 
-def stack_scores(models: Sequence[Scores], names: Sequence[str] | None = None) -> StackedScores:
+def stack_scores(
+    models: Sequence[Scores],
+    names: Sequence[str] | None = None,
+    sources: Sequence[str] | None = None,
+) -> StackedScores:
     """Align K :class:`~calibkit.scores.Scores` (one per model) by item id.
 
     Every model must score every id of the first model (extra ids are ignored) over the same
-    classes; labels, where present, must agree. Raises ``ValueError`` otherwise.
+    classes; labels, where present, must agree. Raises ``ValueError`` otherwise, naming the
+    model by its ``sources`` entry (e.g. its file) when given.
     """
     if len(models) == 0:
         raise ValueError("stack_scores needs at least one Scores")
+    if sources is not None and len(sources) != len(models):
+        raise ValueError(f"got {len(sources)} sources for {len(models)} models")
+
+    def who(k: int) -> str:
+        return f"model {k}" + (f" ({sources[k]})" if sources is not None else "")
+
     first = models[0]
     classes = first.classes
-    if len(set(map(str, first.ids.tolist()))) != len(first):
-        raise ValueError("the first model's Scores has duplicate ids; ids must be unique")
+    ids0 = [str(i) for i in first.ids.tolist()]
+    if len(set(ids0)) != len(first):
+        dup = sorted({i for i in ids0 if ids0.count(i) > 1})[:3] if len(ids0) < 10_000 else []
+        raise ValueError(
+            f"{who(0)} has duplicate ids{f' (e.g. {dup})' if dup else ''}; ids must be unique"
+        )
     key0 = [str(i) for i in first.ids.tolist()]
     probs = np.empty((len(first), len(models), len(classes)), dtype=np.float64)
     labels: NDArray[np.int64] | None = None
     for k, s in enumerate(models):
         if s.classes != classes:
             raise ValueError(
-                f"model {k} has classes {s.classes} but model 0 has {classes}; "
+                f"{who(k)} has classes {s.classes} but {who(0)} has {classes}; "
                 "all models must score the same classes in the same order"
             )
         pos = {str(i): j for j, i in enumerate(s.ids.tolist())}
         if len(pos) != len(s):
-            raise ValueError(f"model {k}'s Scores has duplicate ids")
+            raise ValueError(f"{who(k)} has duplicate ids; ids must be unique")
         missing = [i for i in key0 if i not in pos]
         if missing:
             raise ValueError(
-                f"model {k} lacks {len(missing)} of the {len(key0)} ids of model 0 "
+                f"{who(k)} lacks {len(missing)} of the {len(key0)} ids of {who(0)} "
                 f"(e.g. {missing[:3]}); score the same items with every model"
             )
         idx = np.fromiter((pos[i] for i in key0), dtype=np.int64, count=len(key0))
@@ -158,7 +173,7 @@ def stack_scores(models: Sequence[Scores], names: Sequence[str] | None = None) -
                 labels = lab
             elif not np.array_equal(labels, lab):
                 bad = int(np.sum(labels != lab))
-                raise ValueError(f"model {k}'s labels disagree with earlier models on {bad} items")
+                raise ValueError(f"{who(k)}: labels disagree with earlier models on {bad} items")
     if names is None:
         names = [_model_name(s, k) for k, s in enumerate(models)]
     if len(names) != len(models):

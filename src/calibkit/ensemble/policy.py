@@ -19,12 +19,12 @@ GoDeeper (:meth:`CascadePolicy.predict_lazy` takes one callable per model). A bi
 training (possible only below a GoDeeper partition, or at depth 1) exits with the *fallback*: the
 depth-``k`` strategy with the best reward over the parent partition's training items.
 
-The trained policy is a plain lookup table, saved as human-readable JSON (:meth:`CascadePolicy.save`).
+The trained policy is a plain lookup table, saved as human-readable JSON (:meth:`CascadePolicy.save`;
+persistence and rendering are in :mod:`calibkit.ensemble.policy_io`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,20 +36,15 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from calibkit._validation import check_labels
-from calibkit.ensemble._io import atomic_write_text
 from calibkit.ensemble.binning import (
     bin_indices,
-    bin_label,
-    check_edges,
-    decode_key,
-    format_key,
-    parse_key,
+    check_cut_points,
     prefix_codes,
-    uniform_edges,
+    uniform_cut_points,
 )
-from calibkit.ensemble.costs import ModelCost, called_from_depth, cost_matrix, parse_costs
+from calibkit.ensemble.costs import called_from_depth, cost_matrix
 from calibkit.ensemble.inputs import answers_confidences, check_ensemble_probs
-from calibkit.ensemble.strategies import Strategy, build_library, get_strategy
+from calibkit.ensemble.strategies import Strategy, build_library
 
 __all__ = [
     "GO_DEEPER",
@@ -64,7 +59,7 @@ __all__ = [
 GO_DEEPER = -1
 UNSEEN = -2
 MAX_CELLS = 1 << 24
-FORMAT = "calibkit-cascade-policy"
+FORMAT = "calibkit-cascade-policy"  # the saved policy's format tag (calibkit.ensemble.policy_io)
 
 ModelFn = Callable[[NDArray[np.int64]], ArrayLike]
 """``fn(item_indices (m,)) -> (m, C) class probabilities or (m,) binary P(y=1)``."""
@@ -293,42 +288,14 @@ def _relative_costs(costs: Any, n: int, k: int) -> NDArray[np.float64]:
     return c / ref
 
 
-def _dumps_policy(d: dict[str, Any]) -> str:
-    """JSON with one line per bin key and per model, so a person can read the table."""
-    parts = []
-    for k, v in d.items():
-        if k == "table" and isinstance(v, dict):
-            rows = ",\n".join(f"    {json.dumps(key)}: {json.dumps(row)}" for key, row in v.items())
-            parts.append(f'  "table": {{\n{rows}\n  }}' if rows else '  "table": {}')
-        elif isinstance(v, list) and v and all(isinstance(x, (list, dict)) for x in v):
-            rows = ",\n".join(f"    {json.dumps(x)}" for x in v)
-            parts.append(f"  {json.dumps(k)}: [\n{rows}\n  ]")
-        else:
-            parts.append(f"  {json.dumps(k)}: {json.dumps(v)}")
-    return "{\n" + ",\n".join(parts) + "\n}"
-
-
-def _costs_json(costs: Any) -> Any:
-    if costs is None:
-        return None
-    if isinstance(costs, Sequence) and any(isinstance(c, ModelCost) for c in costs):
-        return [c.to_dict() if isinstance(c, ModelCost) else float(c) for c in costs]
-    return np.asarray(costs, dtype=np.float64).tolist()
-
-
-def _costs_from_json(costs: Any) -> Any:
-    if isinstance(costs, list) and any(isinstance(c, dict) for c in costs):
-        return parse_costs(costs)
-    return costs
-
-
 class CascadePolicy(ClassifierMixin, BaseEstimator):
     """Cost-aware cascading ensemble of K models (paper 001, Algorithms 1 and 2).
 
     Parameters
     ----------
     edges : sequence of K 1-D arrays or None
-        A-priori interior bin edges of each model's confidence (see
+        A-priori cut points (interior bin edges, not the ``M + 1`` edges of
+        :mod:`calibkit.metrics.binning`) of each model's confidence (see
         :mod:`calibkit.ensemble.binning`). ``None``: ``n_bins`` equal-width bins on ``[1/C, 1]``.
         Search them with :func:`calibkit.ensemble.search_edges`.
     n_bins : int or sequence of int
@@ -381,9 +348,9 @@ class CascadePolicy(ClassifierMixin, BaseEstimator):
         labels = check_labels(y, n, C, name="y")
         answers, conf = answers_confidences(p)
         edges = (
-            uniform_edges(self.n_bins, K, low=1.0 / C, high=1.0)
+            uniform_cut_points(self.n_bins, K, low=1.0 / C, high=1.0)
             if self.edges is None
-            else check_edges(self.edges, K)
+            else check_cut_points(self.edges, K)
         )
         n_bins = tuple(e.size + 1 for e in edges)
         library = build_library(self.strategies, K)
@@ -489,152 +456,42 @@ class CascadePolicy(ClassifierMixin, BaseEstimator):
         return self.cascade(X).predictions
 
     # ------------------------------------------------------------------ the lookup table
+    # (persistence and rendering live in calibkit.ensemble.policy_io)
     def table(self) -> dict[str, dict[str, Any]]:
-        """The policy as ``{"b1/b2": {"decision", "n", "reward"[, "fallback"]}}``.
+        """The policy as ``{"b1/b2": {"decision", "n", "reward"[, "fallback"]}}`` (the keys
+        Algorithm 2 can reach); see :func:`calibkit.ensemble.policy_io.policy_table`."""
+        from calibkit.ensemble.policy_io import policy_table
 
-        Lists the keys seen in training that Algorithm 2 can reach (keys below an exit are
-        never consulted and are left out).
-        """
-        self._check_fitted()
-        t = self.tables_
-        out: dict[str, dict[str, Any]] = {}
-        reach = t.count[0] > 0
-        for k in range(1, self.n_models_ + 1):
-            if k > 1:
-                parent = np.arange(t.count[k - 1].size) // t.n_bins[k - 1]
-                reach = reach[parent] & (t.decision[k - 2][parent] == GO_DEEPER)
-                reach &= t.count[k - 1] > 0
-            for g in np.flatnonzero(reach):
-                d = int(t.decision[k - 1][g])
-                row: dict[str, Any] = {
-                    "decision": "go_deeper" if d == GO_DEEPER else self.library_[k - 1][d].name,
-                    "n": int(t.count[k - 1][g]),
-                    "reward": round(float(t.reward[k - 1][g]), 10),
-                }
-                if d == GO_DEEPER:
-                    row["fallback"] = self.library_[k][int(t.fallback[k][g])].name
-                out[format_key(decode_key(int(g), t.n_bins, k))] = row
-        return out
+        return policy_table(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: parameters, bins, libraries and the lookup table."""
-        self._check_fitted()
-        names = list(self.model_names) if self.model_names is not None else None
-        return {
-            "format": FORMAT,
-            "version": 1,
-            "models": names,
-            "n_classes": self.n_classes_,
-            "edges": [e.tolist() for e in self.edges_],
-            "bins": [[bin_label(e, b) for b in range(e.size + 1)] for e in self.edges_],
-            "strategy_spec": None if self.strategies is None else list(self.strategies),
-            "strategies": [[s.name for s in lib] for lib in self.library_],
-            "costs": _costs_json(self.costs),
-            "cost_penalty": float(self.cost_penalty),
-            "training_reward": self.training_reward_,
-            "root_fallback": self.library_[0][int(self.tables_.fallback[0][0])].name,
-            "table": self.table(),
-        }
+        from calibkit.ensemble.policy_io import policy_to_dict
+
+        return policy_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CascadePolicy:
         """Rebuild a fitted policy from :meth:`to_dict` output."""
-        if d.get("format") != FORMAT:
-            raise ValueError(f"not a calibkit cascade policy (format={d.get('format')!r})")
-        if int(d.get("version", 0)) != 1:
-            raise ValueError(f"unsupported cascade policy version {d.get('version')!r}")
-        edges = check_edges(d["edges"])
-        K = len(edges)
-        n_bins = tuple(e.size + 1 for e in edges)
-        sizes = _cell_counts(n_bins)
-        library = [[get_strategy(name) for name in lib] for lib in d["strategies"]]
-        if len(library) != K:
-            raise ValueError(f"policy has {len(library)} strategy libraries for {K} models")
-        index = [{s.name: i for i, s in enumerate(lib)} for lib in library]
-        decision = [np.full(int(g), UNSEEN, dtype=np.int64) for g in sizes]
-        fallback = [np.full(1, -1, dtype=np.int64)] + [
-            np.full(int(g), -1, dtype=np.int64) for g in sizes[:-1]
-        ]
-        count = [np.zeros(int(g), dtype=np.int64) for g in sizes]
-        reward = [np.zeros(int(g)) for g in sizes]
+        from calibkit.ensemble.policy_io import policy_from_dict
 
-        def lookup(k: int, name: str) -> int:
-            try:
-                return index[k - 1][name]
-            except KeyError:
-                raise ValueError(f"strategy {name!r} is not in the depth-{k} library") from None
-
-        fallback[0][0] = lookup(1, d["root_fallback"])
-        for key_text, row in d["table"].items():
-            key = parse_key(key_text)
-            k = len(key)
-            if not 1 <= k <= K or any(b >= n_bins[j] for j, b in enumerate(key)):
-                raise ValueError(f"bin key {key_text!r} does not fit bins {n_bins}")
-            g = 0
-            for j, b in enumerate(key):
-                g = g * n_bins[j] + b
-            dec = row["decision"]
-            if dec == "go_deeper":
-                if k == K:
-                    raise ValueError(f"key {key_text!r} at the last depth cannot go deeper")
-                decision[k - 1][g] = GO_DEEPER
-                fallback[k][g] = lookup(k + 1, row["fallback"])
-            else:
-                decision[k - 1][g] = lookup(k, dec)
-            count[k - 1][g] = int(row.get("n", 0))
-            reward[k - 1][g] = float(row.get("reward", 0.0))
-        pol = cls(
-            edges=[e.tolist() for e in edges],
-            strategies=d.get("strategy_spec"),
-            costs=_costs_from_json(d.get("costs")),
-            cost_penalty=float(d.get("cost_penalty", 0.0)),
-            model_names=d.get("models"),
-        )
-        pol.tables_ = PolicyTables(
-            n_bins, tuple(decision), tuple(fallback), tuple(count), tuple(reward)
-        )
-        pol.edges_ = edges
-        pol.n_bins_ = n_bins
-        pol.library_ = library
-        pol.n_models_ = K
-        pol.n_classes_ = int(d["n_classes"])
-        pol.classes_ = np.arange(pol.n_classes_)
-        pol.training_reward_ = float(d.get("training_reward", pol.tables_.total_reward))
-        return pol
+        return policy_from_dict(cls, d)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the policy as indented JSON, atomically."""
-        return atomic_write_text(path, _dumps_policy(self.to_dict()) + "\n")
+        from calibkit.ensemble.policy_io import save_policy
+
+        return save_policy(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CascadePolicy:
         """Read a policy written by :meth:`save`."""
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"policy file {p} not found")
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{p} is not valid JSON: {exc}") from None
-        return cls.from_dict(d)
+        from calibkit.ensemble.policy_io import load_policy
+
+        return load_policy(cls, path)
 
     def describe(self) -> str:
         """A readable multi-line rendering of the lookup table."""
-        self._check_fitted()
-        names = (
-            list(self.model_names)
-            if self.model_names
-            else [f"model_{k}" for k in range(self.n_models_)]
-        )
-        lines = []
-        for k, e in enumerate(self.edges_):
-            lines.append(
-                f"{names[k]} bins: " + " ".join(f"{b}={bin_label(e, b)}" for b in range(e.size + 1))
-            )
-        for key, row in self.table().items():
-            depth = key.count("/")
-            extra = f" (unseen child -> {row['fallback']})" if "fallback" in row else ""
-            lines.append(
-                f"{'  ' * depth}{key}: {row['decision']}{extra}  n={row['n']} reward={row['reward']:g}"
-            )
-        return "\n".join(lines)
+        from calibkit.ensemble.policy_io import describe_policy
+
+        return describe_policy(self)

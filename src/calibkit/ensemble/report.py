@@ -363,24 +363,37 @@ def table3(
             )
         )
         if v == variants[-1]:
+            args = (X_dev[v], y_dev, X_test[v], y_test, cm, C, strategies, costs, model_names)
             for lam in frontier_penalties:
-                p = CascadePolicy(
-                    edges=[e.tolist() for e in res.edges],
-                    strategies=strategies,
-                    costs=costs,
-                    cost_penalty=lam,
-                    model_names=model_names,
-                ).fit(X_dev[v], y_dev)
-                o = p.cascade(X_test[v])
-                result.frontier.append(
-                    evaluate_predictions(
-                        f"Cascading{tags[v]} penalty={lam:g}",
-                        y_test,
-                        o.predictions,
-                        o.called,
-                        cm,
-                        n_classes=C,
-                        **kw,
-                    )
-                )
+                name = f"Cascading{tags[v]} penalty={lam:g}"
+                result.frontier.append(_penalised_row(res, lam, name, *args, kw))
     return result
+
+
+def _penalised_row(
+    res: SearchResult,
+    lam: float,
+    name: str,
+    X_dev: ArrayLike,
+    y_dev: ArrayLike,
+    X_test: ArrayLike,
+    y_test: ArrayLike,
+    cm: Any,
+    n_classes: int,
+    strategies: Sequence[str] | None,
+    costs: Any,
+    model_names: Sequence[str],
+    kw: dict[str, Any],
+) -> PolicyRow:
+    """Test row of a cascade with the searched edges retrained with ``cost_penalty=lam``."""
+    p = CascadePolicy(
+        edges=[e.tolist() for e in res.edges],
+        strategies=strategies,
+        costs=costs,
+        cost_penalty=lam,
+        model_names=model_names,
+    ).fit(X_dev, y_dev)
+    o = p.cascade(X_test)
+    return evaluate_predictions(
+        name, y_test, o.predictions, o.called, cm, n_classes=n_classes, **kw
+    )

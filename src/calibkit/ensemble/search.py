@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from calibkit._validation import check_labels
-from calibkit.ensemble.binning import bin_indices, check_edges
+from calibkit.ensemble.binning import bin_indices, check_cut_points
 from calibkit.ensemble.costs import cost_matrix
 from calibkit.ensemble.inputs import answers_confidences, check_ensemble_probs
 from calibkit.ensemble.policy import CascadePolicy, apply_tables, strategy_predictions, train_tables
@@ -117,7 +117,7 @@ class CascadeCV:
 
     def evaluate(self, edges: Sequence[ArrayLike]) -> CVScore:
         """Mean test metrics of Algorithm 1 (train part) + Algorithm 2 (test part) over splits."""
-        e = check_edges(edges, self.n_models)
+        e = check_cut_points(edges, self.n_models)
         n_bins = [x.size + 1 for x in e]
         bins = bin_indices(self.conf, e)
         f1s, precs, recs, accs, costs = [], [], [], [], []
@@ -194,6 +194,95 @@ def _storage(storage: Any) -> Any:
     return storage
 
 
+def _param_name(k: int, j: int, space: Space) -> str:
+    return f"m{k}_q{j}" if space == "quantile" else f"m{k}_e{j}"
+
+
+def _initial_params(nb: Sequence[int], space: Space, low: float) -> dict[str, float]:
+    """Equal-mass (or equal-width) bins: the first trial, so the search starts from the
+    a-priori default and can only improve on it."""
+    start = {}
+    for k, b in enumerate(nb):
+        for j in range(b - 1):
+            frac = (j + 1) / b
+            start[_param_name(k, j, space)] = (
+                frac if space == "quantile" else low + frac * (1 - low)
+            )
+    return start
+
+
+def _make_objective(
+    cv: CascadeCV,
+    nb: Sequence[int],
+    space: Space,
+    low: float,
+    cost_weight: float,
+    budget: float | None,
+) -> Any:
+    """The Optuna objective: mean F1 - ``cost_weight`` x mean relative cost of the trial's
+    edges; a trial above ``budget`` scores ``f1 - 1 - excess`` (below every one within)."""
+
+    def objective(trial: Any) -> float:
+        params = {
+            _param_name(k, j, space): trial.suggest_float(
+                _param_name(k, j, space), 0.0 if space == "quantile" else low, 1.0
+            )
+            for k, b in enumerate(nb)
+            for j in range(b - 1)
+        }
+        edges = _edges_from_params(params, cv.conf, nb, space)
+        score = cv.evaluate(edges)
+        trial.set_user_attr("f1", score.f1)
+        trial.set_user_attr("relative_cost", score.relative_cost)
+        trial.set_user_attr("edges", [e.tolist() for e in edges])
+        v = score.f1 - cost_weight * score.relative_cost
+        if budget is not None and score.relative_cost > budget:
+            v = score.f1 - 1.0 - (score.relative_cost - budget)
+        return float(v)
+
+    return objective
+
+
+def _optimize(
+    objective: Any,
+    start: dict[str, float],
+    *,
+    n_trials: int,
+    name: str,
+    storage: Any,
+    seed: int,
+    timeout: float | None,
+    show_progress: bool,
+) -> Any:
+    """Create (or resume) the TPE study and run it up to ``n_trials`` completed trials."""
+    try:
+        import optuna
+    except ImportError as exc:  # pragma: no cover - optuna is a declared extra
+        raise ImportError("search_edges needs optuna: pip install 'calibkit[ensemble]'") from exc
+
+    old = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(
+            study_name=name,
+            storage=_storage(storage),
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            load_if_exists=True,
+        )
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not done:
+            study.enqueue_trial(start)
+        remaining = n_trials - len(done)
+        if remaining > 0:
+            study.optimize(
+                objective, n_trials=remaining, timeout=timeout, show_progress_bar=show_progress
+            )
+    finally:
+        optuna.logging.set_verbosity(old)
+    return study
+
+
 def search_edges(
     X: ArrayLike,
     y: ArrayLike,
@@ -243,11 +332,6 @@ def search_edges(
     -------
     SearchResult
     """
-    try:
-        import optuna
-    except ImportError as exc:  # pragma: no cover - optuna is a declared extra
-        raise ImportError("search_edges needs optuna: pip install 'calibkit[ensemble]'") from exc
-
     if space not in ("quantile", "value"):
         raise ValueError(f"space must be 'quantile' or 'value'; got {space!r}")
     if n_trials < 1:
@@ -272,58 +356,19 @@ def search_edges(
         raise ValueError(f"n_bins must be >= 1 for each of the {K} models; got {n_bins}")
     low = 1.0 / C
 
-    def objective_value(score: CVScore) -> float:
-        v = score.f1 - cost_weight * score.relative_cost
-        if budget is not None and score.relative_cost > budget:
-            v = score.f1 - 1.0 - (score.relative_cost - budget)
-        return float(v)
-
-    def objective(trial: Any) -> float:
-        params = {}
-        for k, b in enumerate(nb):
-            for j in range(b - 1):
-                if space == "quantile":
-                    params[f"m{k}_q{j}"] = trial.suggest_float(f"m{k}_q{j}", 0.0, 1.0)
-                else:
-                    params[f"m{k}_e{j}"] = trial.suggest_float(f"m{k}_e{j}", low, 1.0)
-        edges = _edges_from_params(params, cv.conf, nb, space)
-        score = cv.evaluate(edges)
-        trial.set_user_attr("f1", score.f1)
-        trial.set_user_attr("relative_cost", score.relative_cost)
-        trial.set_user_attr("edges", [e.tolist() for e in edges])
-        return objective_value(score)
-
-    old = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        name = study_name or "cascade"
-        study = optuna.create_study(
-            study_name=name,
-            storage=_storage(storage),
-            direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
-            load_if_exists=True,
-        )
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if not done:
-            # first trial: equal-mass (or equal-width) bins, so the search starts from the
-            # a-priori default and can only improve on it
-            start = {}
-            for k, b in enumerate(nb):
-                for j in range(b - 1):
-                    frac = (j + 1) / b
-                    start[f"m{k}_q{j}" if space == "quantile" else f"m{k}_e{j}"] = (
-                        frac if space == "quantile" else low + frac * (1 - low)
-                    )
-            study.enqueue_trial(start)
-        remaining = n_trials - len(done)
-        if remaining > 0:
-            study.optimize(
-                objective, n_trials=remaining, timeout=timeout, show_progress_bar=show_progress
-            )
-    finally:
-        optuna.logging.set_verbosity(old)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    objective = _make_objective(cv, nb, space, low, cost_weight, budget)
+    name = study_name or "cascade"
+    study = _optimize(
+        objective,
+        _initial_params(nb, space, low),
+        n_trials=n_trials,
+        name=name,
+        storage=storage,
+        seed=seed,
+        timeout=timeout,
+        show_progress=show_progress,
+    )
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     if not complete:
         raise ValueError("no trial completed; increase timeout or check the inputs")
     best = study.best_trial
@@ -335,8 +380,7 @@ def search_edges(
         cost_penalty=cost_penalty,
         model_names=model_names,
     )
-    p = check_ensemble_probs(X)
-    policy.fit(p, cv.y)
+    policy.fit(check_ensemble_probs(X), cv.y)
     trials = [
         {
             "number": t.number,

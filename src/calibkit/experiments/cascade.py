@@ -7,22 +7,27 @@ SUBJ) in one-forward-pass (``next_token``) mode:
 * ``gemma3-zs``: Gemma 3 270M (base), zero-shot;
 * ``smollm2-fs``: SmolLM2-135M-Instruct with 4 in-context examples (2 per class).
 
+Any model spec can join or replace them (``--model NAME=SPEC``, e.g. an OpenAI-compatible
+server ``big=openai:http://host:8000/v1::Qwen/Qwen2.5-7B-Instruct``), and any binary task file
+(``--tasks my_task.yaml``, see :mod:`calibkit.tasks`) can join or replace the built-in tasks.
+
 Cost of an item (``--cost``) is by default its forward FLOPs as executed: ``2 x (params -
 embedding params) x prompt tokens + 2 x hidden x vocab`` (logits at one position), counting every
 prompt token as an API bills it; ``flops2n`` (``2 x params x tokens``) and the wall-clock seconds
-measured here are stored too. Models enter the cascade cheapest first. Each repeat splits the
-merged items (stratified by task and label) into a calibration part (vector scaling by default,
-or temperature scaling, per model and task), a dev part (edge search: Optuna TPE, mean F1 over
-10 80/20 splits, bins per model tried in 2, 3, 5 and 10 and picked on dev; Algorithm 1 on all of
-dev) and a test part (every row of the table). Results are mean +- std over 5 repeats.
+measured here are stored too (a model without local weights has no FLOPs count: ``--cost auto``
+then falls back to seconds, with a warning). Models enter the cascade cheapest first. Each repeat
+splits the merged items (stratified by task and label) into a calibration part (vector scaling by
+default, or temperature scaling, per model and task), a dev part (edge search: Optuna TPE, mean F1
+over 10 80/20 splits, bins per model tried in 2, 3, 5 and 10 and picked on dev; Algorithm 1 on
+all of dev) and a test part (every row of the table). Results are mean +- std over 5 repeats.
 
 Stages:
 
 * ``score``: runs the models (900 items x 3 labelers: 20-50 min on 2 shared CPU cores; every item
   goes through the SQLite score cache, so a rerun costs nothing) and writes one Scores file per
   task and model to ``--fixtures``.
-* ``analyze``: reads those files and writes ``cascade_table.md``, ``cascade_rows.json`` and
-  ``cascade_frontier.png`` to ``--out``.
+* ``analyze`` (:mod:`calibkit.experiments.cascade_analysis`): reads those files and writes
+  ``cascade_table.md``, ``cascade_rows.json`` and ``cascade_frontier.png`` to ``--out``.
 
 Regenerate the committed fixtures and the table in ``docs/cascade.md``::
 
@@ -37,68 +42,66 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from calibkit.ensemble._io import atomic_savefig, atomic_write_text
+from calibkit.experiments.cascade_analysis import (
+    Merged,
+    analyze,
+    available_costs,
+    load_fixtures,
+    summary_table,
+)
 from calibkit.scores import Scores
+from calibkit.tasks import DataSource, TaskSpec, load_task_frame, resolve_task
 
 __all__ = [
     "MODELS",
     "TASKS",
+    "Merged",
     "add_arguments",
     "analyze",
     "load_fixtures",
     "make_scorer",
+    "parse_models",
     "run",
     "sample_items",
     "score",
     "summary_table",
 ]
 
-
-@dataclass(frozen=True)
-class TaskSpec:
-    classes: tuple[str, str]
-    instruction: str
-    descriptions: dict[str, str]
-    eval_split: str | None  # None: no official split, sample from everything
-    demo_split: str | None
-
-
 TASKS: dict[str, TaskSpec] = {
     "sst2": TaskSpec(
+        "sst2",
         ("negative", "positive"),
-        "Classify the sentiment of a movie review sentence as one of: {classes}.",
-        {},
-        "test",
-        "train",
+        instruction="Classify the sentiment of a movie review sentence as one of: {classes}.",
+        data=DataSource(dataset="sst2", eval_split="test", demo_split="train"),
     ),
     "cr": TaskSpec(
+        "cr",
         ("negative", "positive"),
-        "Classify the sentiment of a product review sentence as one of: {classes}.",
-        {},
-        "test",
-        "train",
+        instruction="Classify the sentiment of a product review sentence as one of: {classes}.",
+        data=DataSource(dataset="cr", eval_split="test", demo_split="train"),
     ),
     "subj": TaskSpec(
+        "subj",
         ("objective", "subjective"),
-        "Classify a movie-related sentence as one of: {classes}.",
         {
             "objective": "a factual statement such as a plot description",
             "subjective": "an opinion or a judgement",
         },
-        None,
-        None,
+        instruction="Classify a movie-related sentence as one of: {classes}.",
+        data=DataSource(dataset="subj"),  # no official split: sample from everything
     ),
 }
 
+#: built-in labelers: name -> model spec and in-context examples
 MODELS: dict[str, dict[str, Any]] = {
     "smollm2-zs": {"model": "smollm2", "shots": 0},
     "gemma3-zs": {"model": "gemma3-270m", "shots": 0},
@@ -113,11 +116,31 @@ PAPER_TABLE3 = """| policy (paper 001, Table 3) | F1 | prec. | recall | cost |
 | Cascading (uncal.) | 1.016F | 0.998P | 1.025R | 1.9X |
 | Cascading (cal.) | 1.058F | 1.035P | 1.068R | 3.2X |"""
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=["score", "analyze", "all"], default="all")
-    parser.add_argument("--tasks", default="sst2,cr,subj", help="comma-separated task names")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model keys")
+    parser.add_argument(
+        "--tasks",
+        default="sst2,cr,subj",
+        help="comma-separated built-in tasks and/or binary task files (.yaml/.yml/.json)",
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help=f"comma-separated built-in labelers ({', '.join(MODELS)}); default: all of them "
+        "unless --model is given",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[NAME=]SPEC",
+        help="a labeler from any model spec (repeatable), e.g. "
+        "big=openai:http://host:8000/v1::my-model?api_key_env=MY_KEY",
+    )
+    parser.add_argument("--shots", type=int, default=0, help="in-context examples of --model")
     parser.add_argument("--n-per-task", type=int, default=300, help="items per task (balanced)")
     parser.add_argument(
         "--fixtures",
@@ -147,24 +170,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", type=int, default=10)
     parser.add_argument(
         "--cost",
-        choices=["flops", "flops2n", "seconds"],
-        default="flops",
-        help="forward FLOPs as executed, 2 x params x prompt tokens, or measured seconds",
+        choices=["auto", "flops", "flops2n", "seconds"],
+        default="auto",
+        help="forward FLOPs as executed, 2 x params x prompt tokens, or measured seconds; auto: "
+        "flops when every model has local weights, else seconds",
     )
 
 
+def _spec_name(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", spec).strip("_")[:80] or "model"
+
+
+def parse_models(
+    keys: str | None, extra: list[str] | tuple[str, ...] = (), shots: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Labelers by name -> ``{"model": spec, "shots": n}``: built-in ``keys`` (comma-separated;
+    all built-ins when None and no ``extra``) plus ``extra`` entries ``[NAME=]SPEC``."""
+    if shots < 0:
+        raise ValueError(f"--shots must be >= 0; got {shots}")
+    if keys is None:
+        keys = "" if extra else ",".join(MODELS)
+    out: dict[str, dict[str, Any]] = {}
+    for k in (k.strip() for k in keys.split(",") if k.strip()):
+        if k not in MODELS:
+            raise ValueError(f"unknown model key {k!r}; known: {sorted(MODELS)} (or use --model)")
+        out[k] = dict(MODELS[k])
+    for entry in extra:
+        name, eq, spec = entry.partition("=")
+        if not eq or not _NAME.match(name):
+            name, spec = _spec_name(entry), entry
+        if name in out:
+            raise ValueError(f"two labelers are named {name!r}")
+        out[name] = {"model": spec, "shots": shots}
+    if not out:
+        raise ValueError("no labelers: give --models and/or --model")
+    return out
+
+
+def _task_specs(text: str) -> list[TaskSpec]:
+    specs = [resolve_task(t.strip(), TASKS) for t in text.split(",") if t.strip()]
+    for sp in specs:
+        if not sp.is_binary:
+            raise ValueError(f"task {sp.name!r}: the cascade study is binary; got {sp.classes}")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task names must be unique; got {names}")
+    return specs
+
+
 def run(args: argparse.Namespace) -> int:
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    for t in tasks:
-        if t not in TASKS:
-            raise ValueError(f"unknown task {t!r}; known: {sorted(TASKS)}")
-    for m in models:
-        if m not in MODELS:
-            raise ValueError(f"unknown model key {m!r}; known: {sorted(MODELS)}")
+    specs = _task_specs(args.tasks)
+    models = parse_models(args.models, args.model, args.shots)
+    tasks = [s.name for s in specs]
     if args.stage in ("score", "all"):
         score(
-            tasks,
+            specs,
             models,
             Path(args.fixtures),
             n_per_task=args.n_per_task,
@@ -175,10 +235,20 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
         )
     if args.stage in ("analyze", "all"):
+        cost = args.cost
+        if cost == "auto":
+            have = available_costs(Path(args.fixtures), tasks, list(models))
+            cost = "flops" if "flops" in have else "seconds"
+            if cost != "flops":
+                print(
+                    "warning: some labeler has no FLOPs count (no local weights); the cascade "
+                    "cost is the measured seconds per item",
+                    file=sys.stderr,
+                )
         out = analyze(
             Path(args.fixtures),
             tasks,
-            models,
+            list(models),
             repeats=args.repeats,
             cal_frac=args.cal_frac,
             test_frac=args.test_frac,
@@ -186,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
             bins=args.bins,
             n_trials=args.trials,
             n_splits=args.splits,
-            cost=args.cost,
+            cost=cost,
             seed=args.seed,
         )
         outdir = Path(args.out)
@@ -199,38 +269,46 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- scoring stage
-def sample_items(
-    task: str, n: int, seed: int, data_dir: str | None
-) -> tuple[list[str], list[str], list[str], list[tuple[str, str]]]:
-    """Balanced eval items (texts, labels, ids) and a pool of short demos from another split."""
-    from calibkit.datasets import load_classification
-
-    spec = TASKS[task]
-    df = load_classification(task, data_dir=data_dir)
-    rng = np.random.default_rng([seed, sum(map(ord, task))])
-    if spec.eval_split is not None:
-        pool = df[df["split"] == spec.eval_split]
-        demo_pool = df[df["split"] == spec.demo_split]
-    else:
-        pool, demo_pool = df, df
-    chosen: list[int] = []
-    for c in spec.classes:
-        idx = np.flatnonzero(pool["label"].astype(str).to_numpy() == c)
-        if idx.size < n // 2:
-            raise ValueError(f"task {task} has only {idx.size} items of class {c!r}")
-        chosen += rng.choice(idx, n // 2, replace=False).tolist()
-    rows = pool.iloc[sorted(chosen)]
-    ids = [f"{task}:{i}" for i in rows.index]
-    demo_pool = demo_pool.drop(index=rows.index, errors="ignore")
-    short = demo_pool[demo_pool["text"].str.split().str.len().between(6, 18)]
+def _demos(spec: TaskSpec, demo_pool: Any, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """2 short in-context examples per class (6-18 words where the pool has them)."""
+    words = demo_pool["text"].str.split().str.len()
+    short = demo_pool[words.between(6, 18)]
     demos: list[tuple[str, str]] = []
-    for c in spec.classes:
-        cand = short[short["label"].astype(str) == c]
+    for k, c in enumerate(spec.classes):
+        cand = short[short["label"] == k]
+        if len(cand) < 2:
+            cand = demo_pool[demo_pool["label"] == k]
+        if len(cand) < 2:
+            raise ValueError(f"task {spec.name}: fewer than 2 texts of class {c!r} to show")
         pick = rng.choice(len(cand), 2, replace=False)
         demos += [(str(cand.iloc[j]["text"]), c) for j in pick]
     order = rng.permutation(len(demos))
-    demos = [demos[j] for j in order]
-    return rows["text"].astype(str).tolist(), rows["label"].astype(str).tolist(), ids, demos
+    return [demos[j] for j in order]
+
+
+def sample_items(
+    task: str | TaskSpec, n: int, seed: int, data_dir: str | None
+) -> tuple[list[str], list[str], list[str], list[tuple[str, str]]]:
+    """Balanced eval items (texts, labels, ids) and a pool of short demos from another split."""
+    spec = resolve_task(task, TASKS)
+    if spec.data is None:
+        raise ValueError(f"task {spec.name!r} has no data source (field 'data')")
+    df = load_task_frame(spec, data_dir=data_dir).set_index("row", drop=False)
+    rng = np.random.default_rng([seed, sum(map(ord, spec.name))])
+    d = spec.data
+    pool = df if d.eval_split is None else df[df["split"] == d.eval_split]
+    demo_pool = df if d.demo_split is None else df[df["split"] == d.demo_split]
+    chosen: list[int] = []
+    for k, c in enumerate(spec.classes):
+        idx = np.flatnonzero(pool["label"].to_numpy() == k)
+        if idx.size < n // 2:
+            raise ValueError(f"task {spec.name} has only {idx.size} items of class {c!r}")
+        chosen += rng.choice(idx, n // 2, replace=False).tolist()
+    rows = pool.iloc[sorted(chosen)]
+    ids = [f"{spec.name}:{i}" for i in rows.index]
+    demos = _demos(spec, demo_pool.drop(index=rows.index, errors="ignore"), rng)
+    labels = [spec.classes[k] for k in rows["label"]]
+    return rows["text"].astype(str).tolist(), labels, ids, demos
 
 
 def forward_flops(n_params: int, vocab: int, hidden: int, tokens: list[int]) -> float:
@@ -243,16 +321,22 @@ def forward_flops(n_params: int, vocab: int, hidden: int, tokens: list[int]) -> 
 
 
 def make_scorer(
-    task: str, model_key: str, backend: Any, demos: list[tuple[str, str]], cache: Any
+    task: str | TaskSpec,
+    model: str | int,
+    backend: Any,
+    demos: list[tuple[str, str]],
+    cache: Any,
 ) -> Any:
-    """The ClassificationScorer (one forward pass per item) of one task and labeler."""
+    """The ClassificationScorer (one forward pass per item) of one task and labeler (``model``:
+    a built-in labeler name, or the number of in-context examples)."""
     from calibkit.scoring import ClassificationScorer, PromptTemplate
 
-    spec = TASKS[task]
+    spec = resolve_task(task, TASKS)
+    shots = model if isinstance(model, int) else int(MODELS[model]["shots"])
     template = PromptTemplate(
-        instruction=spec.instruction,
-        label_descriptions=spec.descriptions,
-        examples=tuple(demos[: MODELS[model_key]["shots"]]),
+        instruction=spec.instruction_template(),
+        label_descriptions=dict(spec.descriptions),
+        examples=tuple(demos[:shots]),
         few_shot_style="dialogue",
     )
     return ClassificationScorer(
@@ -266,9 +350,52 @@ def make_scorer(
     )
 
 
+def _model_size(backend: Any) -> dict[str, Any]:
+    """Parameter, embedding, vocabulary and hidden sizes of a local model (None over HTTP)."""
+    lm = getattr(backend, "model", None)
+    if lm is None or not hasattr(lm, "parameters") or not hasattr(lm, "get_input_embeddings"):
+        return {"params": None, "vocab": None, "hidden": None}
+    emb = lm.get_input_embeddings().weight
+    n_params = int(sum(p.numel() for p in lm.parameters()))
+    return {"params": n_params, "vocab": int(emb.shape[0]), "hidden": int(emb.shape[1])}
+
+
+def _seconds_per_item(scorer: Any, backend: Any, texts: list[str]) -> float:
+    """Wall-clock seconds per item of uncached scoring."""
+    if hasattr(backend, "clear_prefix_cache"):
+        backend.clear_prefix_cache()
+    t0 = time.perf_counter()
+    scorer.score(texts)
+    return (time.perf_counter() - t0) / len(texts)
+
+
+def _score_meta(
+    name: str, cfg: dict[str, Any], spec: TaskSpec, s: Scores, size: dict[str, Any], **kw: Any
+) -> dict[str, Any]:
+    tokens = kw.pop("tokens")
+    p, v, h = size["params"], size["vocab"], size["hidden"]
+    local = p is not None and tokens is not None
+    return {
+        "name": name,
+        "model": s.meta.get("model"),
+        "task": spec.name,
+        "shots": cfg["shots"],
+        "mode": "next_token",
+        "template": s.meta.get("template"),
+        "params": p,
+        "embedding_params": v * h if local else None,
+        "vocab_size": v,
+        "hidden_size": h,
+        "prompt_tokens": tokens,
+        "flops_per_item": forward_flops(p, v, h, tokens) if local else None,
+        "flops_2n_per_item": float(2 * p * np.mean(tokens)) if local else None,
+        **kw,
+    }
+
+
 def score(
-    tasks: list[str],
-    models: list[str],
+    tasks: list[str] | list[TaskSpec],
+    models: list[str] | dict[str, dict[str, Any]],
     fixtures: Path,
     *,
     n_per_task: int = 300,
@@ -278,310 +405,46 @@ def score(
     time_items: int = 48,
     threads: int = 1,
 ) -> list[Path]:
-    """Score every task with every model; write ``<fixtures>/<task>__<model>.parquet``."""
-    import torch
+    """Score every task with every labeler; write ``<fixtures>/<task>__<name>.parquet``.
 
-    from calibkit.scoring import TransformersBackend, load_causal_lm
+    ``models``: built-in labeler names, or name -> ``{"model": spec, "shots": n}``.
+    """
+    from calibkit.scoring.backends import make_backend
     from calibkit.scoring.cache import default_cache_dir
 
-    torch.set_num_threads(threads)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    labelers = models if isinstance(models, dict) else {m: MODELS[m] for m in models}
+    specs = [resolve_task(t, TASKS) for t in tasks]
     cache_path = Path(cache) if cache else default_cache_dir() / "scores.sqlite"
-    items = {t: sample_items(t, n_per_task, seed, data_dir) for t in tasks}
+    items = {sp.name: sample_items(sp, n_per_task, seed, data_dir) for sp in specs}
     written = []
-    loaded: dict[str, tuple[Any, Any]] = {}
-    for key in models:
-        cfg = MODELS[key]
+    loaded: dict[str, Any] = {}
+    for name, cfg in labelers.items():
         if cfg["model"] not in loaded:
             loaded.clear()  # one model in memory at a time
-            loaded[cfg["model"]] = load_causal_lm(cfg["model"])
-        lm, tok = loaded[cfg["model"]]
-        backend = TransformersBackend(lm, tok, batch_size=8)
-        n_params = int(sum(p.numel() for p in lm.parameters()))
-        emb = lm.get_input_embeddings().weight
-        vocab, hidden = int(emb.shape[0]), int(emb.shape[1])
-        for task in tasks:
-            texts, labels, ids, demos = items[task]
-            scorer = make_scorer(task, key, backend, demos, cache_path)
+            loaded[cfg["model"]] = make_backend(cfg["model"], batch_size=8)
+        backend = loaded[cfg["model"]]
+        size = _model_size(backend)
+        shots = int(cfg["shots"])
+        for sp in specs:
+            texts, labels, ids, demos = items[sp.name]
+            scorer = make_scorer(sp, shots, backend, demos, cache_path)
             s = scorer.score(texts, labels, ids=np.asarray(ids))
-            tokens = [len(backend.encode(scorer.prompt(t))) for t in texts]
+            encode = getattr(backend, "encode", None)
+            tokens = [len(encode(scorer.prompt(t))) for t in texts] if encode else None
             m = min(time_items, len(texts))
-            timer = make_scorer(task, key, backend, demos, None)
-            backend.clear_prefix_cache()
-            t0 = time.perf_counter()
-            timer.score(texts[:m])
-            sec = (time.perf_counter() - t0) / m
-            meta = {
-                "name": key,
-                "model": s.meta.get("model"),
-                "task": task,
-                "shots": cfg["shots"],
-                "mode": "next_token",
-                "template": s.meta.get("template"),
-                "params": n_params,
-                "embedding_params": vocab * hidden,
-                "vocab_size": vocab,
-                "hidden_size": hidden,
-                "prompt_tokens": tokens,
-                "flops_per_item": forward_flops(n_params, vocab, hidden, tokens),
-                "flops_2n_per_item": float(2 * n_params * np.mean(tokens)),
-                "seconds_per_item": sec,
-                "seed": seed,
-                "n_per_task": n_per_task,
-            }
+            sec = _seconds_per_item(
+                make_scorer(sp, shots, backend, demos, None), backend, texts[:m]
+            )
+            meta = _score_meta(name, cfg, sp, s, size, tokens=tokens, seconds_per_item=sec,
+                               seed=seed, n_per_task=n_per_task)  # fmt: skip
             clean = Scores(s.logits, s.labels, s.classes, s.ids, meta)
-            path = clean.save(fixtures / f"{task}__{key}.parquet")
+            path = clean.save(fixtures / f"{sp.name}__{name}.parquet")
             written.append(path)
             acc = float(np.mean(clean.correct))
-            print(
-                f"{key:>11} {task:>5}: acc {acc:.3f}, {np.mean(tokens):.0f} tokens/item, "
-                f"{sec * 1e3:.0f} ms/item -> {path}"
-            )
+            per = f"{np.mean(tokens):.0f} tokens/item, " if tokens else ""
+            print(f"{name:>11} {sp.name:>5}: acc {acc:.3f}, {per}{sec * 1e3:.0f} ms/item -> {path}")
     return written
-
-
-# --------------------------------------------------------------------------- analysis stage
-@dataclass
-class Merged:
-    logits: NDArray[np.float64]  # (n, K, 2)
-    labels: NDArray[np.int64]  # (n,)
-    task: NDArray[np.int64]  # (n,) index into tasks
-    costs: dict[str, NDArray[np.float64]]  # "flops" / "flops2n" / "seconds" -> (K,) per item
-    models: list[str]
-    tasks: list[str]
-
-
-def load_fixtures(
-    fixtures: Path, tasks: list[str], models: list[str], order_by: str = "flops"
-) -> Merged:
-    """Read ``<task>__<model>.parquet`` files, align by id, merge tasks and order models by
-    ``order_by`` cost (``"flops"``: forward FLOPs, ``"flops2n"``: 2 x params x tokens,
-    ``"seconds"``: measured)."""
-    from calibkit.ensemble import stack_scores
-
-    logits, labels, task_idx = [], [], []
-    kinds = {
-        "flops": "flops_per_item",
-        "flops2n": "flops_2n_per_item",
-        "seconds": "seconds_per_item",
-    }
-    per_task = {k: np.zeros((len(tasks), len(models))) for k in kinds}
-    for ti, task in enumerate(tasks):
-        scores = []
-        for mi, key in enumerate(models):
-            path = fixtures / f"{task}__{key}.parquet"
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} not found; run: calibkit experiment cascade --stage score"
-                )
-            s = Scores.load(path)
-            scores.append(s)
-            for k, field in kinds.items():
-                if field not in s.meta:
-                    raise ValueError(f"{path} lacks meta[{field!r}]; rerun the score stage")
-                per_task[k][ti, mi] = float(s.meta[field])
-        st = stack_scores(scores, names=models)  # validates ids, classes and labels
-        if st.labels is None:
-            raise ValueError(f"fixtures of task {task} are unlabeled")
-        key0 = [str(i) for i in st.ids]
-        z = np.empty((len(key0), len(models), 2))
-        for mi, s in enumerate(scores):
-            pos = {str(i): j for j, i in enumerate(s.ids)}
-            z[:, mi, :] = s.logits[[pos[i] for i in key0]]
-        logits.append(z)  # raw class logits, as the scorer produced them
-        labels.append(st.labels)
-        task_idx.append(np.full(len(st.labels), ti))
-    w = np.array([len(y) for y in labels], dtype=np.float64)
-    costs = {k: (v * w[:, None]).sum(0) / w.sum() for k, v in per_task.items()}
-    if order_by not in costs:
-        raise ValueError(f"order_by must be one of {sorted(costs)}; got {order_by!r}")
-    order = np.argsort(costs[order_by], kind="stable")
-    z = np.concatenate(logits)[:, order, :]
-    return Merged(
-        logits=z,
-        labels=np.concatenate(labels),
-        task=np.concatenate(task_idx),
-        costs={k: v[order] for k, v in costs.items()},
-        models=[models[i] for i in order],
-        tasks=tasks,
-    )
-
-
-def _split(
-    strata: NDArray[np.int64], cal_frac: float, test_frac: float, rng: np.random.Generator
-) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-    cal, dev, test = [], [], []
-    for s in np.unique(strata):
-        idx = rng.permutation(np.flatnonzero(strata == s))
-        nc, nt = round(cal_frac * idx.size), round(test_frac * idx.size)
-        cal.append(idx[:nc])
-        test.append(idx[nc : nc + nt])
-        dev.append(idx[nc + nt :])
-    return (
-        np.sort(np.concatenate(cal)),
-        np.sort(np.concatenate(dev)),
-        np.sort(np.concatenate(test)),
-    )
-
-
-def _calibrate(
-    m: Merged, cal: NDArray[np.int64], calibrator: str
-) -> tuple[NDArray[np.float64], dict[str, Any]]:
-    """Per (model, task) calibrator fitted on the cal items: (n, K, 2) probabilities and the
-    fitted temperatures (plus any fit warning) by ``model/task``."""
-    from calibkit.calibrators import make_calibrator
-
-    n, K, C = m.logits.shape
-    out = np.empty((n, K, C))
-    temps: dict[str, Any] = {}
-    for k in range(K):
-        for ti, task in enumerate(m.tasks):
-            rows = np.flatnonzero(m.task == ti)
-            fit_rows = np.intersect1d(rows, cal)
-            with warnings.catch_warnings(record=True) as caught:
-                # a labeler with no signal on a task drives T to its bound: expected here,
-                # and recorded in the output instead of printed
-                warnings.simplefilter("always")
-                cal_k = make_calibrator(calibrator).fit(m.logits[fit_rows, k], m.labels[fit_rows])
-            out[rows, k] = cal_k.predict_proba(m.logits[rows, k])
-            name = f"{m.models[k]}/{task}"
-            if hasattr(cal_k, "temperature_"):
-                temps[name] = float(cal_k.temperature_)
-            if caught:
-                temps[f"{name}/warning"] = str(caught[0].message)
-    return out, temps
-
-
-def summary_table(agg: dict[str, dict[str, Any]], names: list[str], models: list[str]) -> list[str]:
-    """Markdown lines of the mean +- std table; F1 also relative to the cheapest model's best
-    single-model row (calibrated where calibration changed its answers)."""
-    cal_ref = f"{models[0]} alone (cal.)"
-    ref = cal_ref if cal_ref in agg else f"{models[0]} alone"
-    if ref not in agg:
-        ref = names[0]
-    lines = [
-        f"| policy | F1 | prec. | recall | acc. | F1 / {ref} | cost (x {models[0]}) | "
-        + " | ".join(f"reach {x}" for x in models)
-        + " |",
-        "|" + "---|" * (7 + len(models)),
-    ]
-    for name in names:
-        a = agg[name]
-        share = " | ".join(f"{x:.0%}" for x in a["share"])
-        lines.append(
-            f"| {name} | {a['f1'][0]:.3f} ± {a['f1'][1]:.3f} | {a['precision'][0]:.3f} | "
-            f"{a['recall'][0]:.3f} | {a['accuracy'][0]:.3f} | {a['f1'][0] / agg[ref]['f1'][0]:.3f} "
-            f"| {a['relative_cost'][0]:.2f}x ± {a['relative_cost'][1]:.2f} | {share} |"
-        )
-    return lines
-
-
-def analyze(
-    fixtures: Path,
-    tasks: list[str],
-    models: list[str],
-    *,
-    repeats: int = 5,
-    cal_frac: float = 0.2,
-    test_frac: float = 0.3,
-    calibrator: str = "vector",
-    bins: list[int] | tuple[int, ...] = (2, 3, 5, 10),
-    n_trials: int = 400,
-    n_splits: int = 10,
-    cost: str = "flops",
-    seed: int = 0,
-    plot: bool = True,
-) -> dict[str, Any]:
-    """Table 3 over ``repeats`` random cal/dev/test splits; returns markdown, JSON and a figure."""
-    from calibkit._math import softmax
-    from calibkit.ensemble.report import PolicyRow, format_table, frontier_plot, table3
-
-    m = load_fixtures(fixtures, tasks, models, order_by=cost)
-    n = m.logits.shape[0]
-    costs = m.costs[cost]
-    uncal = softmax(m.logits, axis=2)
-    per_repeat: list[list[PolicyRow]] = []
-    frontier: list[PolicyRow] = []
-    sweep: list[PolicyRow] = []
-    temps_all = []
-    strata = m.task * 2 + m.labels
-    for r in range(repeats):
-        rng = np.random.default_rng([seed, r])
-        cal, dev, test = _split(strata, cal_frac, test_frac, rng)
-        calp, temps = _calibrate(m, cal, calibrator)
-        temps_all.append(temps)
-        res = table3(
-            {"uncal": uncal[dev], "cal": calp[dev]},
-            m.labels[dev],
-            {"uncal": uncal[test], "cal": calp[test]},
-            m.labels[test],
-            costs=costs,
-            model_names=m.models,
-            n_bins=tuple(bins),
-            n_trials=n_trials,
-            n_splits=n_splits,
-            seed=seed + r,
-        )
-        per_repeat.append(res.rows)
-        if r == 0:
-            frontier, sweep = res.rows, res.frontier
-        print(f"repeat {r + 1}/{repeats} done", flush=True)
-    names = [row.policy for row in per_repeat[0]]
-    fields = ("f1", "precision", "recall", "accuracy", "relative_cost")
-    agg: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(names):
-        vals = {f: np.array([rows[i].__getattribute__(f) for rows in per_repeat]) for f in fields}
-        shares = np.array([rows[i].share_of_items for rows in per_repeat])
-        agg[name] = {f: (float(v.mean()), float(v.std())) for f, v in vals.items()}
-        agg[name]["share"] = shares.mean(axis=0).tolist()
-    lines = summary_table(agg, names, m.models)
-    fl, f2, sec = m.costs["flops"], m.costs["flops2n"], m.costs["seconds"]
-    cost_lines = [
-        "| model | params | forward GFLOPs/item | 2 x params x tokens, GFLOPs | measured ms/item "
-        "| relative forward FLOPs | relative 2N FLOPs | relative seconds |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for k, key in enumerate(m.models):
-        s = Scores.load(fixtures / f"{tasks[0]}__{key}.parquet")
-        cost_lines.append(
-            f"| {key} | {int(s.meta['params']) / 1e6:.0f}M | {fl[k] / 1e9:.1f} | "
-            f"{f2[k] / 1e9:.1f} | {sec[k] * 1e3:.0f} | {fl[k] / fl[0]:.2f}x | "
-            f"{f2[k] / f2[0]:.2f}x | {sec[k] / sec[0]:.2f}x |"
-        )
-    md = "\n".join(
-        [
-            f"Test-set metrics, mean ± std over {repeats} random cal/dev/test splits "
-            f"({cal_frac:.0%}/{1 - cal_frac - test_frac:.0%}/{test_frac:.0%}) of {n} items "
-            f"({', '.join(tasks)}); calibrator: {calibrator} scaling per model and task; "
-            f"cost = {cost}; cascade bins per model searched in {list(bins)} with {n_trials} "
-            f"TPE trials x {n_splits} splits on dev.",
-            "",
-            *lines,
-            "",
-            *cost_lines,
-            "",
-            "Repeat 0 in full (relative to the first row):",
-            "",
-            format_table(frontier + sweep, m.models),
-        ]
-    )
-    fig = (
-        frontier_plot(frontier, sweep=sweep, title="Cost-accuracy frontier (repeat 0, test set)")
-        if plot
-        else None
-    )
-    return {
-        "markdown": md,
-        "json": {
-            "models": m.models,
-            "tasks": tasks,
-            "n_items": n,
-            "cost_per_item": {k: v.tolist() for k, v in m.costs.items()},
-            "cost_used": cost,
-            "aggregate": agg,
-            "repeats": [[row.to_dict() for row in rows] for rows in per_repeat],
-            "cost_penalty_sweep_repeat0": [row.to_dict() for row in sweep],
-            "temperatures": temps_all,
-        },
-        "figure": fig,
-        "rows": per_repeat,
-    }

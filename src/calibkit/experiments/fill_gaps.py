@@ -14,7 +14,12 @@ training split, and evaluate on the real test split
 
 Splits: ``twitter_complaints`` 80:10:10 train/val/test (random, per seed); ``subj`` 80:20
 train/test then 20 % of train as validation; ``cr`` and ``banking77`` (two intents, age_limit vs
-atm_support) keep their official test split and take 20 % of train as validation.
+atm_support) keep their official test split and take 20 % of train as validation. A user's task
+(``--task my_task.yaml``, a binary :class:`calibkit.tasks.TaskSpec`, with ``--data my.csv`` or
+the file its ``data.path`` names) splits like ``cr`` when its data has a ``test`` split and like
+``subj`` otherwise; a class without hand-written examples gets 3 training texts (seeded).
+The generator is any model spec (``--model smollm2``, ``hf:<id>``,
+``openai:<base_url>::<model>?api_key_env=NAME`` ...).
 ``--train-size`` subsamples the non-test pool before the validation split (to keep CPU runs
 short and the synthetic share near the paper's 7-18 % of the training set).
 
@@ -31,6 +36,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +44,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from calibkit._atomic import atomic_write
+from calibkit.tasks import TaskSpec
 
-__all__ = ["add_arguments", "format_table", "load_splits", "run", "run_seed", "summarize"]
+__all__ = [
+    "add_arguments",
+    "format_table",
+    "load_splits",
+    "resolve_task",
+    "run",
+    "run_seed",
+    "summarize",
+]
 
 DATASETS = ("subj", "cr", "twitter_complaints", "banking77")
 B77_INTENTS = ("age_limit", "atm_support")
@@ -56,57 +71,85 @@ METHODS = (
 
 
 # ---------------------------------------------------------------------------- data
+#: test fraction and validation fraction (of the rest) of datasets without a test split
+_FRACTIONS = {"twitter_complaints": (0.1, 0.1 / 0.9)}
+_DEFAULT_FRACTIONS = (0.2, 0.2)
+
+
+def resolve_task(
+    dataset: str | None = None,
+    *,
+    task: str | TaskSpec | None = None,
+    data: str | None = None,
+) -> TaskSpec:
+    """The task of a run: a built-in dataset's appendix C task, or a task file / TaskSpec,
+    with ``data`` (a CSV / JSONL / Parquet path) replacing its data source's file."""
+    from calibkit.synthetic.prompts import get_task
+    from calibkit.tasks import DataSource, load_task
+
+    if task is None:
+        if dataset is None:
+            raise ValueError("give --dataset (built-in) or --task (a task file)")
+        if dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        spec = get_task(dataset)
+    else:
+        spec = task if isinstance(task, TaskSpec) else load_task(task)
+    if data is not None:
+        base = spec.data or DataSource(path=data)
+        spec = replace(spec, data=replace(base, dataset=None, path=str(data)))
+    if spec.data is None:
+        raise ValueError(f"task {spec.name!r} names no data: give --data or data.path")
+    if not spec.is_binary:
+        raise ValueError(
+            f"fill-gaps needs a binary task (the paper's generation prompt is binary); task "
+            f"{spec.name!r} has {len(spec.classes)} classes {list(spec.classes)}: make it yes/no "
+            "with data.positive"
+        )
+    return spec
+
+
 def load_splits(
-    dataset: str,
+    dataset: str | TaskSpec,
     seed: int,
     *,
     data_dir: str | None = None,
     train_size: int | None = None,
 ) -> dict[str, tuple[list[str], NDArray[np.int64]]]:
-    """``{"train", "val", "test"} -> (texts, labels)`` for one seed (see the module docstring)."""
-    from calibkit.datasets import load_classification
+    """``{"train", "val", "test"} -> (texts, labels)`` for one seed (see the module docstring);
+    ``dataset``: a built-in dataset name or a binary TaskSpec with a data source."""
+    from calibkit.tasks import load_task_frame
 
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
-    df = load_classification(dataset, data_dir=data_dir)
+    spec = resolve_task(dataset) if isinstance(dataset, str) else resolve_task(task=dataset)
+    assert spec.data is not None
+    df = load_task_frame(spec, data_dir=data_dir)
     rng = np.random.default_rng(seed)
-    if dataset == "banking77":
-        df = df[df["label"].isin(B77_INTENTS)].reset_index(drop=True)
-        df["label_id"] = df["label"].map({c: i for i, c in enumerate(B77_INTENTS)})
     texts = df["text"].astype(str).to_numpy()
-    y = df["label_id"].to_numpy(dtype=np.int64)
-    split = df["split"].to_numpy()
-    if dataset in ("subj", "twitter_complaints"):
+    y = df["label"].to_numpy(dtype=np.int64)
+    split = df["split"].astype(str).to_numpy()
+    test_frac, val_frac = _FRACTIONS.get(spec.name, _DEFAULT_FRACTIONS)
+    if not np.any(split == "test"):
         perm = rng.permutation(len(df))
-        n_test = round(len(df) * (0.1 if dataset == "twitter_complaints" else 0.2))
+        n_test = round(len(df) * test_frac)
         test_idx, rest = perm[:n_test], perm[n_test:]
     else:
         test_idx = np.flatnonzero(split == "test")
-        rest = rng.permutation(np.flatnonzero(split == "train"))
+        rest = rng.permutation(np.flatnonzero(split != "test"))
     if train_size is not None and train_size < rest.size:
         rest = rest[:train_size]
-    n_val = round((0.1 / 0.9 if dataset == "twitter_complaints" else 0.2) * rest.size)
+    n_val = round(val_frac * rest.size)
     val_idx, train_idx = rest[:n_val], rest[n_val:]
-    return {
+    out = {
         k: ([str(t) for t in texts[idx]], y[idx])
         for k, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))
     }
-
-
-# ---------------------------------------------------------------------------- backends
-def make_backend(spec: str, *, base_url: str | None = None, batch_size: int = 16) -> Any:
-    """A generator backend: ``smollm2`` (bundled), a local folder / hub id / ``gemma3-270m``
-    (transformers), or ``openai:<model>`` with ``base_url`` (OpenAI-compatible server)."""
-    if spec.startswith("openai:"):
-        from calibkit.scoring.backends.openai_http import OpenAICompatibleBackend
-
-        if not base_url:
-            raise ValueError("--generator openai:<model> needs --base-url")
-        return OpenAICompatibleBackend(base_url=base_url, model=spec.split(":", 1)[1])
-    from calibkit.scoring import TransformersBackend
-
-    model = None if spec in ("smollm2", "default") else spec
-    return TransformersBackend.from_pretrained(model, batch_size=batch_size)
+    for k, (_, yy) in out.items():
+        if np.unique(yy).size < 2:
+            raise ValueError(
+                f"task {spec.name!r}: the {k} split (seed {seed}) has {yy.size} items of one "
+                "class only; use more data or a larger --train-size"
+            )
+    return out
 
 
 # ---------------------------------------------------------------------------- one seed
@@ -118,72 +161,79 @@ def _metrics(
     return {"acc": accuracy(probs, labels), "ece": ece(probs, labels, n_bins=n_bins)}
 
 
+def _baselines(
+    base: Any,
+    splits: dict[str, tuple[list[str], NDArray[np.int64]]],
+    common: dict[str, Any],
+    args: argparse.Namespace,
+) -> tuple[list[dict[str, Any]], NDArray[np.float64], Any]:
+    """Uncalibrated, Isotonic, Platt, Temperature, MC dropout and Real N rows; the validation
+    probabilities (for the gap search) and the Real N model."""
+    from sklearn.base import clone
+
+    from calibkit._math import to_probs
+    from calibkit.calibrators import IsotonicCalibrator, PlattScaling, TemperatureScaling
+
+    (xtr, ytr), (xva, yva), (xte, yte) = splits["train"], splits["val"], splits["test"]
+    eb = args.eval_bins
+    clf = clone(base).fit(xtr, ytr)
+    zva, zte = clf.predict_logits(xva), clf.predict_logits(xte)
+    pva, pte = to_probs(zva), to_probs(zte)
+
+    def row(method: str, probs: Any, **kw: Any) -> dict[str, Any]:
+        return {**common, "method": method, "bins": 0, **kw, **_metrics(probs, yte, eb)}
+
+    rows = [row("Uncalibrated", pte)]
+    binary = pva.shape[1] == 2
+    iso = IsotonicCalibrator().fit(pva[:, 1] if binary else pva, yva)
+    rows.append(row("Isotonic", iso.predict_proba(pte[:, 1] if binary else pte)))
+    dva, dte = (zva[:, 1] - zva[:, 0], zte[:, 1] - zte[:, 0]) if binary else (zva, zte)
+    rows.append(row("Platt", PlattScaling().fit(dva, yva).predict_proba(dte)))
+    rows.append(row("Temperature", TemperatureScaling().fit(zva, yva).predict_proba(zte)))
+    if args.classifier == "encoder":
+        rows.append(row("MC dropout", clf.predict_proba(xte, mc_dropout=10)))
+    xall, yall = xtr + xva, np.concatenate([ytr, yva])
+    real = clone(base).fit(xall, yall)
+    rows.append(row("Real N", real.predict_proba(xte), n_train=len(xall)))
+    return rows, pva, real
+
+
+def _generator(args: argparse.Namespace, box: dict[str, Any]) -> Any:
+    """The generator backend of ``--model`` (any registered spec), built once per run."""
+    if "backend" not in box:
+        from calibkit.scoring.backends import make_backend
+
+        print(f"loading generator {args.generator} ...", file=sys.stderr, flush=True)
+        box["backend"] = make_backend(args.generator, batch_size=args.batch_size)
+    return box["backend"]
+
+
 def run_seed(
     args: argparse.Namespace, seed: int, backend_box: dict[str, Any], out_dir: Path
 ) -> list[dict[str, Any]]:
     """All rows of one seed (baselines, Real N, Synthesis/Synthesis+ per bin count)."""
     from sklearn.base import clone
 
-    from calibkit._math import to_probs
-    from calibkit.calibrators import IsotonicCalibrator, PlattScaling, TemperatureScaling
     from calibkit.synthetic import (
         augment,
         find_gaps,
         generate_synthetic,
-        get_task,
         make_classifier,
         requests_from_gaps,
     )
 
-    splits = load_splits(args.dataset, seed, data_dir=args.data_dir, train_size=args.train_size)
+    spec = _run_task(args)
+    splits = load_splits(spec, seed, data_dir=args.data_dir, train_size=args.train_size)
     (xtr, ytr), (xva, yva), (xte, yte) = splits["train"], splits["val"], splits["test"]
     kw: dict[str, Any] = {}
     if args.classifier == "encoder":
         kw = {"model": args.encoder_model, "seed": seed, "progress": args.progress}
     base = make_classifier(args.classifier, **kw)
-    clf = clone(base).fit(xtr, ytr)
-    zva, zte = clf.predict_logits(xva), clf.predict_logits(xte)
-    pva, pte = to_probs(zva), to_probs(zte)
-    eb = args.eval_bins
-    common = {"dataset": args.dataset, "seed": seed, "n_train": len(xtr)}
-    rows: list[dict[str, Any]] = [
-        {**common, "method": "Uncalibrated", "bins": 0, **_metrics(pte, yte, eb)}
-    ]
-    binary = pva.shape[1] == 2
-    iso = IsotonicCalibrator().fit(pva[:, 1] if binary else pva, yva)
-    rows.append(
-        {
-            **common,
-            "method": "Isotonic",
-            "bins": 0,
-            **_metrics(iso.predict_proba(pte[:, 1] if binary else pte), yte, eb),
-        }
-    )
-    dva, dte = (zva[:, 1] - zva[:, 0], zte[:, 1] - zte[:, 0]) if binary else (zva, zte)
-    platt = PlattScaling().fit(dva, yva)
-    rows.append(
-        {**common, "method": "Platt", "bins": 0, **_metrics(platt.predict_proba(dte), yte, eb)}
-    )
-    ts = TemperatureScaling().fit(zva, yva)
-    rows.append(
-        {**common, "method": "Temperature", "bins": 0, **_metrics(ts.predict_proba(zte), yte, eb)}
-    )
-    if args.classifier == "encoder":
-        pmc = clf.predict_proba(xte, mc_dropout=10)
-        rows.append({**common, "method": "MC dropout", "bins": 0, **_metrics(pmc, yte, eb)})
+    common = {"dataset": spec.name, "seed": seed, "n_train": len(xtr)}
+    rows, pva, real = _baselines(base, splits, common, args)
+    task = spec.with_examples_from(xtr, ytr, seed=seed)  # classes without examples get 3
     xall, yall = xtr + xva, np.concatenate([ytr, yva])
-    real = clone(base).fit(xall, yall)
-    rows.append(
-        {
-            **common,
-            "method": "Real N",
-            "bins": 0,
-            "n_train": len(xall),
-            **_metrics(real.predict_proba(xte), yte, eb),
-        }
-    )
-
-    task = get_task(args.dataset)
+    real_metrics = _metrics(real.predict_proba(xte), yte, args.eval_bins)
     for m in args.bins:
         report = find_gaps(pva, yva, m, threshold=args.threshold)
         cap = args.max_targets if args.max_targets > 0 else None
@@ -195,26 +245,12 @@ def run_seed(
         }
         if not reqs:
             for meth in ("Synthesis", "Synthesis+"):
-                rows.append(
-                    {
-                        **common,
-                        "method": meth,
-                        "bins": m,
-                        **info,
-                        "s2": 0,
-                        "n_train": len(xall),
-                        **_metrics(real.predict_proba(xte), yte, eb),
-                    }
-                )
+                rows.append({**common, "method": meth, "bins": m, **info, "s2": 0,
+                             "n_train": len(xall), **real_metrics})  # fmt: skip
             continue
-        if "backend" not in backend_box:
-            print(f"loading generator {args.generator} ...", file=sys.stderr, flush=True)
-            backend_box["backend"] = make_backend(
-                args.generator, base_url=args.base_url, batch_size=args.batch_size
-            )
         t0 = time.time()
         kept, stats = generate_synthetic(
-            backend_box["backend"],
+            _generator(args, backend_box),
             task,
             reqs,
             n_utterances=args.n_utterances,
@@ -233,18 +269,18 @@ def run_seed(
         for meth, mode in (("Synthesis", "synthesis"), ("Synthesis+", "synthesis+")):
             ts_ = augment(xall, yall, target_index, kept, mode=mode, seed=seed)  # type: ignore[arg-type]
             model = clone(base).fit(ts_.texts, ts_.labels)
-            rows.append(
-                {
-                    **common,
-                    "method": meth,
-                    "bins": m,
-                    **info,
-                    "s2": ts_.n_added,
-                    "n_train": len(ts_),
-                    **_metrics(model.predict_proba(xte), yte, eb),
-                }
-            )
+            rows.append({**common, "method": meth, "bins": m, **info, "s2": ts_.n_added,
+                         "n_train": len(ts_), **_metrics(model.predict_proba(xte), yte,
+                                                         args.eval_bins)})  # fmt: skip
     return rows
+
+
+def _run_task(args: argparse.Namespace) -> TaskSpec:
+    return resolve_task(
+        getattr(args, "dataset", None),
+        task=getattr(args, "task", None),
+        data=getattr(args, "data", None),
+    )
 
 
 # ---------------------------------------------------------------------------- summary
@@ -300,17 +336,32 @@ def format_table(summary: Any, dataset: str) -> str:
 # ---------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``calibkit experiment fill-gaps``."""
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument(
+        "--dataset", choices=DATASETS, help="a built-in dataset with its appendix C task"
+    )
+    parser.add_argument(
+        "--task",
+        default=None,
+        help="your own binary task file (YAML/JSON: classes, descriptions, examples, data "
+        "columns; see docs/fill_gaps.md), instead of --dataset",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="your own labeled CSV / TSV / JSONL / Parquet file (with --task, or --dataset's task)",
+    )
     parser.add_argument(
         "--bins", type=int, nargs="+", default=[10, 15, 20], help="bin counts M of the gap search"
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     parser.add_argument(
+        "--model",
         "--generator",
+        dest="generator",
         default="smollm2",
-        help="smollm2, a model folder / hub id, or openai:<model> (+ --base-url)",
+        help="generator model spec: smollm2, gemma3-270m, hf:<id or folder>, gguf:<file>, "
+        "openai:<base_url>::<model>[?api_key_env=NAME]",
     )
-    parser.add_argument("--base-url", default=None, help="OpenAI-compatible API root (…/v1)")
     parser.add_argument("--classifier", default="tfidf", choices=("tfidf", "embedding", "encoder"))
     parser.add_argument(
         "--encoder-model",
@@ -337,7 +388,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="SQLite cache of generations (default: <output-dir>/generations.sqlite)",
     )
-    parser.add_argument("--output-dir", default=None, help="default runs/fill_gaps/<dataset>")
+    parser.add_argument("--output-dir", default=None, help="default runs/fill_gaps/<task>")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument(
         "--threads",
@@ -355,11 +406,12 @@ def run(args: argparse.Namespace) -> int:
     for m in args.bins:
         if m < 2:
             raise ValueError(f"--bins must be >= 2, got {m}")
+    spec = _run_task(args)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    out_dir = Path(args.output_dir or f"runs/fill_gaps/{args.dataset}")
+    out_dir = Path(args.output_dir or f"runs/fill_gaps/{spec.name}")
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.cache is None:
         args.cache = str(out_dir / "generations.sqlite")
@@ -372,12 +424,12 @@ def run(args: argparse.Namespace) -> int:
         with atomic_write(out_dir / "raw.csv") as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
     summary = summarize(rows)
-    table = format_table(summary, args.dataset)
+    table = format_table(summary, spec.name)
     with atomic_write(out_dir / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
     with atomic_write(out_dir / "report.md") as tmp:
         tmp.write_text(
-            f"# fill-gaps: {args.dataset}, classifier {args.classifier}, generator "
+            f"# fill-gaps: {spec.name}, classifier {args.classifier}, generator "
             f"{args.generator}, {args.seeds} seeds\n\n{table}\n",
             encoding="utf-8",
         )

@@ -8,6 +8,11 @@ per method, ``DIR/table.md`` and ``DIR/results.json``. Re-running the same comma
 finished methods are read back, an interrupted training continues from its last checkpoint.
 
 ``--smoke`` shrinks everything to a CI-sized run (at most 32 questions per split, 4 steps).
+
+``--model`` is a local model spec (``smollm2``, ``gemma3-270m``, ``hf:<id or folder>``,
+``gguf:<file>``): fine-tuning needs the weights, so a model served over HTTP is refused.
+``--train`` / ``--eval`` take built-in multiple-choice datasets or the user's own ``.jsonl`` files
+(``question``, ``choices``, ``answer`` = 0-based index).
 """
 
 from __future__ import annotations
@@ -130,6 +135,7 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from calibkit._atomic import atomic_write_text
     from calibkit.finetune.data import SYSTEM_PROMPT
     from calibkit.finetune.pipeline import (
         atomic_write_json,
@@ -143,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
         temperature_scaling_result,
         train_and_evaluate,
     )
+    from calibkit.scoring.backends.registry import local_model_name
 
+    local_model_name(args.model)  # fine-tuning needs local weights: refuse an HTTP spec up front
     if args.smoke:
         _apply_smoke(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -188,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         )
         done[fp] = name
     table = format_table(results)
-    (out / "table.md").write_text(table)
+    atomic_write_text(out / "table.md", table)
     atomic_write_json(out / "results.json", {"results": results, "elapsed_s": time.time() - t0})
     print(table)
     return 0

@@ -18,6 +18,9 @@ every task.
 
 Each task is a fixed, seeded subsample (``n_per_task`` items, short texts only, half of them
 "yes" for the yes/no tasks) so that scoring with a small LLM on a CPU stays affordable.
+
+Every task is a :class:`calibkit.tasks.TaskSpec` with a ``question`` and a data source; a user's
+task file (:func:`calibkit.tasks.load_task`) joins the suite the same way.
 """
 
 from __future__ import annotations
@@ -32,46 +35,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from calibkit.tasks import DataSource, TaskSpec, resolve_task
+
 __all__ = ["TASKS", "Task", "TaskSpec", "build_suite", "build_task", "task_names"]
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """How to build one task from a classification dataset.
-
-    Attributes
-    ----------
-    name : str
-    dataset : str
-        :func:`calibkit.datasets.load_classification` name.
-    question : str
-        The yes/no (or multi-class) question put to the LLM.
-    positive : tuple of str
-        Dataset labels that make the answer "yes" (yes/no tasks).
-    negatives : tuple of str
-        Dataset labels allowed as "no" items (empty: every other label).
-    class_labels : tuple of str
-        Multi-class tasks: the dataset label of each class, in class order (then ``classes``
-        are the answer words).
-    classes : tuple of str
-        Answer words, in column order.
-    text_kind : str
-        What the text is ("Review", "Question" ...), used in the prompt.
-    label_column : str
-    positive_fraction : float
-        Share of "yes" items in the subsample of a yes/no task.
-    """
-
-    name: str
-    dataset: str
-    question: str
-    positive: tuple[str, ...] = ()
-    negatives: tuple[str, ...] = ()
-    class_labels: tuple[str, ...] = ()
-    classes: tuple[str, ...] = ("no", "yes")
-    text_kind: str = "Text"
-    label_column: str = "label"
-    positive_fraction: float = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,81 +63,94 @@ class Task:
         return len(self.texts)
 
 
+def _yes_no(
+    name: str, dataset: str, question: str, positive: tuple[str, ...], *, text_kind: str
+) -> TaskSpec:
+    """A yes/no task: ``positive`` dataset labels are "yes", every other label is "no"."""
+    return TaskSpec(
+        name,
+        ("no", "yes"),
+        question=question,
+        text_kind=text_kind,
+        data=DataSource(dataset=dataset, positive=positive),
+    )
+
+
 _BANK = "banking77"
 TASKS: dict[str, TaskSpec] = {
     s.name: s
     for s in [
-        TaskSpec(
+        _yes_no(
             "sst2_positive",
             "sst2",
             "Is the sentiment of this movie review positive?",
             ("positive",),
             text_kind="Review",
         ),
-        TaskSpec(
+        _yes_no(
             "cr_positive",
             "cr",
             "Is this product review positive?",
             ("positive",),
             text_kind="Review",
         ),
-        TaskSpec(
+        _yes_no(
             "subj_opinion",
             "subj",
             "Does this sentence express an opinion rather than describe the plot of a film?",
             ("subjective",),
             text_kind="Sentence",
         ),
-        TaskSpec(
+        _yes_no(
             "complaint",
             "twitter_complaints",
             "Is this tweet a complaint?",
             ("complaint",),
             text_kind="Tweet",
         ),
-        TaskSpec(
+        _yes_no(
             "trec_number",
             "trec",
             "Does this question ask for a number, such as a date, a count or an amount?",
             ("NUM",),
             text_kind="Question",
         ),
-        TaskSpec(
+        _yes_no(
             "trec_location",
             "trec",
             "Does this question ask about a place?",
             ("LOC",),
             text_kind="Question",
         ),
-        TaskSpec(
+        _yes_no(
             "trec_person",
             "trec",
             "Does this question ask about a person or a group of people?",
             ("HUM",),
             text_kind="Question",
         ),
-        TaskSpec(
+        _yes_no(
             "trec_description",
             "trec",
             "Does this question ask for a definition, a description or a reason?",
             ("DESC",),
             text_kind="Question",
         ),
-        TaskSpec(
+        _yes_no(
             "bank_card_arrival",
             _BANK,
             "Is the customer asking about a new card that has not arrived yet?",
             ("card_arrival", "card_delivery_estimate"),
             text_kind="Message",
         ),
-        TaskSpec(
+        _yes_no(
             "bank_lost_card",
             _BANK,
             "Is the customer reporting a lost or stolen card?",
             ("lost_or_stolen_card", "compromised_card"),
             text_kind="Message",
         ),
-        TaskSpec(
+        _yes_no(
             "bank_exchange_rate",
             _BANK,
             "Is the customer asking about an exchange rate or a currency exchange?",
@@ -184,7 +163,7 @@ TASKS: dict[str, TaskSpec] = {
             ),
             text_kind="Message",
         ),
-        TaskSpec(
+        _yes_no(
             "bank_top_up",
             _BANK,
             "Is the customer asking about topping up their account?",
@@ -199,14 +178,14 @@ TASKS: dict[str, TaskSpec] = {
             ),
             text_kind="Message",
         ),
-        TaskSpec(
+        _yes_no(
             "bank_refund",
             _BANK,
             "Is the customer asking about a refund?",
             ("request_refund", "Refund_not_showing_up"),
             text_kind="Message",
         ),
-        TaskSpec(
+        _yes_no(
             "bank_cash_withdrawal",
             _BANK,
             "Is the customer asking about withdrawing cash from an ATM?",
@@ -219,14 +198,14 @@ TASKS: dict[str, TaskSpec] = {
             ),
             text_kind="Message",
         ),
-        TaskSpec(
+        _yes_no(
             "bank_pin",
             _BANK,
             "Is the customer asking about the PIN of their card?",
             ("pin_blocked", "change_pin"),
             text_kind="Message",
         ),
-        TaskSpec(
+        _yes_no(
             "bank_identity",
             _BANK,
             "Is the customer asking about verifying their identity?",
@@ -235,11 +214,12 @@ TASKS: dict[str, TaskSpec] = {
         ),
         TaskSpec(
             "trec_type",
-            "trec",
-            "What kind of answer does this question ask for?",
-            class_labels=("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"),
-            classes=("abbreviation", "entity", "description", "person", "location", "number"),
+            ("abbreviation", "entity", "description", "person", "location", "number"),
+            question="What kind of answer does this question ask for?",
             text_kind="Question",
+            data=DataSource(
+                dataset="trec", class_labels=("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM")
+            ),
         ),
     ]
 }
@@ -267,7 +247,7 @@ def build_task(
 
     Parameters
     ----------
-    spec : TaskSpec or the name of a built-in task
+    spec : TaskSpec, the name of a built-in task or the path of a task file
     n_per_task : int
         Items in the subsample (fewer if the dataset has fewer eligible rows).
     seed : int
@@ -275,47 +255,41 @@ def build_task(
     max_chars : int
         Texts longer than this are left out (keeps prompts short).
     data_dir : path, optional
-        Where the real datasets live (default: :func:`calibkit.datasets.default_data_dir`).
+        Where the built-in datasets live (default: :func:`calibkit.datasets.default_data_dir`).
     frames : dict, optional
-        Loaded datasets by name, shared between calls (filled as datasets are read).
+        Loaded task rows by (task, data source), shared between calls.
     """
-    from calibkit.datasets import load_classification
+    from calibkit.tasks import load_task_frame
 
-    if isinstance(spec, str):
-        if spec not in TASKS:
-            raise ValueError(f"unknown task {spec!r}; built-in tasks: {task_names()}")
-        spec = TASKS[spec]
+    spec = resolve_task(spec, TASKS)
+    if spec.question is None:
+        raise ValueError(f"task {spec.name!r}: the label-efficiency study needs field 'question'")
+    if spec.data is None:
+        raise ValueError(f"task {spec.name!r} has no data source (field 'data')")
     if n_per_task < 2:
         raise ValueError(f"n_per_task must be >= 2; got {n_per_task}")
     frames = {} if frames is None else frames
-    if spec.dataset not in frames:
-        frames[spec.dataset] = load_classification(spec.dataset, data_dir=data_dir)
-    df = frames[spec.dataset]
-    if spec.label_column not in df.columns:
-        raise ValueError(f"dataset {spec.dataset!r} has no column {spec.label_column!r}")
+    key = repr((spec.name, spec.data, spec.classes))
+    if key not in frames:
+        frames[key] = load_task_frame(spec, data_dir=data_dir)
+    df = frames[key]
     text = df["text"].astype(str).str.strip()
-    keep = (text.str.len() > 0) & (text.str.len() <= max_chars)
-    lab = df[spec.label_column].astype(str)
-    rows = np.flatnonzero(keep.to_numpy())
+    keep = ((text.str.len() > 0) & (text.str.len() <= max_chars)).to_numpy()
+    y_all = df["label"].to_numpy(dtype=np.int64)
+    pos_all = df["row"].to_numpy(dtype=np.int64)  # row in the whole dataset: stable ids
     rng = _task_seed(spec.name, seed)
-    if spec.class_labels:
-        lookup = {c: i for i, c in enumerate(spec.class_labels)}
-        rows = rows[lab.iloc[rows].isin(lookup).to_numpy()]
-        take = rng.choice(rows, size=min(n_per_task, rows.size), replace=False)
-        y = lab.iloc[take].map(lookup).to_numpy(dtype=np.int64)
+    if not spec.data.positive:
+        take = rng.choice(
+            np.flatnonzero(keep), size=min(n_per_task, int(keep.sum())), replace=False
+        )
+        y = y_all[take]
     else:
-        if not spec.positive:
-            raise ValueError(f"task {spec.name!r} needs positive labels or class_labels")
-        is_pos = lab.iloc[rows].isin(spec.positive).to_numpy()
-        pos = rows[is_pos]
-        neg = rows[~is_pos]
-        if spec.negatives:
-            neg = neg[lab.iloc[neg].isin(spec.negatives).to_numpy()]
+        pos, neg = np.flatnonzero(keep & (y_all == 1)), np.flatnonzero(keep & (y_all == 0))
         if pos.size == 0 or neg.size == 0:
             raise ValueError(
-                f"task {spec.name!r}: no positive or no negative rows in {spec.dataset}"
+                f"task {spec.name!r}: no positive or no negative rows in {spec.data.source_name}"
             )
-        n_pos = min(pos.size, round(n_per_task * spec.positive_fraction))
+        n_pos = min(pos.size, round(n_per_task * spec.data.positive_fraction))
         n_neg = min(neg.size, n_per_task - n_pos)
         take = np.concatenate(
             [rng.choice(pos, size=n_pos, replace=False), rng.choice(neg, size=n_neg, replace=False)]
@@ -329,35 +303,38 @@ def build_task(
         classes=tuple(spec.classes),
         texts=tuple(text.iloc[take].tolist()),
         labels=np.asarray(y, dtype=np.int64),
-        ids=tuple(f"{spec.dataset}:{int(i)}" for i in take),
-        dataset=spec.dataset,
+        ids=tuple(f"{spec.data.source_name}:{int(i)}" for i in pos_all[take]),
+        dataset=spec.data.source_name,
         text_kind=spec.text_kind,
         meta={"n_per_task": n_per_task, "seed": seed, "max_chars": max_chars},
     )
 
 
 def build_suite(
-    names: Sequence[str] | None = None,
+    names: Sequence[str | TaskSpec] | None = None,
     *,
     n_per_task: int = 240,
     seed: int = 0,
     max_chars: int = 200,
     data_dir: str | os.PathLike[str] | Path | None = None,
 ) -> list[Task]:
-    """Build the named tasks (all built-in tasks by default), in the order given."""
-    names = task_names() if names is None else list(names)
-    unknown = [n for n in names if n not in TASKS]
-    if unknown:
-        raise ValueError(f"unknown tasks {unknown}; built-in tasks: {task_names()}")
+    """Build the named tasks (built-in names, task files or TaskSpecs; all built-in tasks by
+    default), in the order given."""
+    specs = [resolve_task(n, TASKS) for n in (task_names() if names is None else names)]
+    seen: set[str] = set()
+    for sp in specs:
+        if sp.name in seen:
+            raise ValueError(f"two tasks are named {sp.name!r}; task names must be unique")
+        seen.add(sp.name)
     frames: dict[str, Any] = {}
     return [
         build_task(
-            n,
+            sp,
             n_per_task=n_per_task,
             seed=seed,
             max_chars=max_chars,
             data_dir=data_dir,
             frames=frames,
         )
-        for n in names
+        for sp in specs
     ]

@@ -6,6 +6,7 @@
 :class:`Objective`                          CFT / RCFT / label-smoothing losses of one forward
 :func:`make_splits`, :func:`encode_mcq`     MCQ data (Table 1 prompt), completion-only masks
 :class:`CalibrationTrainer`, :class:`TrainConfig`  LoRA / QLoRA trainer, checkpoints, resume
+:class:`CheckpointManager`, :class:`EMSchedule`  atomic resumable checkpoints; E-step schedule
 :func:`option_scores`, :func:`win_rate`     evaluation: option scores, Appendix C.1 win rate
 ==========================================  ===================================================
 
@@ -13,6 +14,7 @@ Importing this package imports numpy only; torch, transformers and peft load whe
 See ``docs/finetune.md``.
 """
 
+from calibkit.finetune.checkpoints import CheckpointManager
 from calibkit.finetune.data import (
     SYSTEM_PROMPT,
     EncodedMCQ,
@@ -51,6 +53,7 @@ from calibkit.finetune.losses import (
     lm_loss,
     option_logits_at_answer,
 )
+from calibkit.finetune.schedule import EMSchedule
 from calibkit.finetune.targets import default_gamma_scale, rank_preserving_targets
 from calibkit.finetune.trainer import (
     CalibrationTrainer,
@@ -65,7 +68,9 @@ __all__ = [
     "SYSTEM_PROMPT",
     "BinAccuracy",
     "CalibrationTrainer",
+    "CheckpointManager",
     "EMRegularizer",
+    "EMSchedule",
     "EncodedMCQ",
     "MCQExample",
     "Objective",

@@ -26,7 +26,16 @@ import random
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from calibkit.scoring.prompts import (
+    MCQ_HINT,
+    MCQ_SYSTEM,
+    MultipleChoiceTemplate,
+    mcq_user_message,
+    option_letters,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -50,11 +59,10 @@ __all__ = [
     "option_token_ids",
 ]
 
-SYSTEM_PROMPT = (
-    "You are an AI assistant that answers multiple choice questions. You must only respond with a "
-    "single letter corresponding to your choice without any explanation or additional text."
-)
-ANSWER_HINT = "Answer with only a single letter:"
+#: Table 1's system prompt and answer hint: the scorer's (:mod:`calibkit.scoring.prompts`), so a
+#: fine-tuned model is evaluated on the prompt it was trained on.
+SYSTEM_PROMPT = MCQ_SYSTEM
+ANSWER_HINT = MCQ_HINT
 IN_DOMAIN: tuple[str, ...] = ("mmlu", "medmcqa", "openbookqa")
 OUT_OF_DOMAIN: tuple[str, ...] = ("arc_challenge",)
 #: Split read from each dataset by default (the ones shipped in ``shared/data`` with answers).
@@ -89,29 +97,25 @@ class MCQExample:
             )
 
 
-def option_letters(n_choices: int) -> tuple[str, ...]:
-    """``("A", "B", ...)`` for ``n_choices`` options (at most 26)."""
-    if not 2 <= n_choices <= 26:
-        raise ValueError(f"n_choices must be in 2..26; got {n_choices}")
-    return tuple(chr(ord("A") + i) for i in range(n_choices))
-
-
 def format_user_prompt(ex: MCQExample) -> str:
-    """The user message of Table 1: question, lettered options, answer hint."""
-    opts = "\n".join(
-        f"{L}. {c}" for L, c in zip(option_letters(len(ex.choices)), ex.choices, strict=True)
-    )
-    return f"{ex.question.strip()}\nOptions:\n{opts}\n{ANSWER_HINT}"
+    """The user message of Table 1 (question stripped, lettered options, answer hint), rendered by
+    :func:`calibkit.scoring.prompts.mcq_user_message`, the scorer's renderer."""
+    return mcq_user_message(ex.question.strip(), ex.choices, ANSWER_HINT)
 
 
 def build_messages(
     ex: MCQExample, *, system_prompt: str | None = SYSTEM_PROMPT, with_answer: bool = False
 ) -> list[dict[str, str]]:
-    """Chat messages for ``ex``; ``system_prompt=None`` leaves the system turn out."""
-    msgs: list[dict[str, str]] = []
-    if system_prompt:
-        msgs.append({"role": "system", "content": system_prompt})
-    msgs.append({"role": "user", "content": format_user_prompt(ex)})
+    """Chat messages for ``ex``; ``system_prompt=None`` leaves the system turn out.
+
+    The messages of :class:`calibkit.scoring.prompts.MultipleChoiceTemplate` (zero-shot, chat)
+    for the stripped question, plus the answer letter as the assistant turn when ``with_answer``.
+    """
+    template = MultipleChoiceTemplate(system_prompt=system_prompt, hint=ANSWER_HINT, chat=True)
+    rendered = template.render(ex.question.strip(), ex.choices, chat=True)
+    if isinstance(rendered, str):  # pragma: no cover - chat=True always gives messages
+        raise TypeError("MultipleChoiceTemplate.render(chat=True) returned a string")
+    msgs: list[dict[str, str]] = [dict(m) for m in rendered]
     if with_answer:
         msgs.append({"role": "assistant", "content": option_letters(len(ex.choices))[ex.answer]})
     return msgs
@@ -122,9 +126,23 @@ def load_mcq_examples(
     name: str, *, split: str | None = None, data_dir: str | os.PathLike[str] | None = None
 ) -> list[MCQExample]:
     """Questions of one dataset (:func:`calibkit.datasets.load_mcq`) as :class:`MCQExample`;
-    ``split`` defaults to :data:`DEFAULT_SPLITS`."""
-    from calibkit.datasets import load_mcq
+    ``split`` defaults to :data:`DEFAULT_SPLITS`. ``name`` may also be the path of a user's own
+    ``.jsonl`` file (``question``, ``choices``, ``answer``; :func:`calibkit.datasets.load_mcq_file`),
+    whose every question is used."""
+    from calibkit.datasets import load_mcq, load_mcq_file
 
+    if name.lower().endswith((".jsonl", ".ndjson")):
+        return [
+            MCQExample(
+                question=it.question,
+                choices=tuple(it.choices),
+                answer=it.answer,
+                source=Path(name).stem,
+                subject=it.subject,
+                id=it.id,
+            )
+            for it in load_mcq_file(name)
+        ]
     split = split or DEFAULT_SPLITS.get(name)
     if split is None:
         raise ValueError(f"no default split for dataset {name!r}; pass split=")

@@ -34,8 +34,10 @@ from calibkit.finetune.data import (
     option_token_ids,
 )
 from calibkit.scores import Scores
+from calibkit.scoring.option_probs import option_distribution
 
 __all__ = [
+    "REPORT_METRICS",
     "PreferencePair",
     "WinRate",
     "calibration_report",
@@ -46,6 +48,9 @@ __all__ = [
     "sequence_logprobs",
     "win_rate",
 ]
+
+#: paper 002's metrics, by their names in the metric registry (:mod:`calibkit.metrics.registry`)
+REPORT_METRICS: tuple[str, ...] = ("conf_ece", "cw_ece", "accuracy")
 
 
 def _device_of(model: Any) -> Any:
@@ -141,28 +146,22 @@ def calibration_report(
     scores: Scores, *, n_bins: int = 10, n_boot: int = 0, seed: int = 0
 ) -> dict[str, float]:
     """``conf_ece``, ``cw_ece``, ``accuracy``, ``mean_confidence``, ``n`` of labelled scores
-    (probabilities = softmax of the scores' logits over the options). With ``n_boot > 0`` also
-    ``<metric>_low`` / ``<metric>_high``: 95 % percentile-bootstrap intervals
-    (:func:`calibkit.metrics.bootstrap_ci`)."""
-    from calibkit.metrics import accuracy, bootstrap_ci, classwise_ece, conf_ece
+    (probabilities: eq. (1), :func:`calibkit.scoring.option_probs.option_distribution`). With ``n_boot > 0`` also
+    ``<metric>_low`` / ``<metric>_high``: 95 % percentile-bootstrap intervals, the same
+    resamples for every metric (:func:`calibkit.metrics.bootstrap_metrics`). The metrics are
+    :data:`REPORT_METRICS`, computed by the metric registry."""
+    from calibkit.metrics import bootstrap_metrics, compute_metrics
 
-    p = scores.probs
+    p = option_distribution(scores.logits)  # eq. (1)
     y = scores.require_labels()
-    out = {
-        "conf_ece": float(conf_ece(p, y, n_bins=n_bins)),
-        "cw_ece": float(classwise_ece(p, y, n_bins=n_bins)),
-        "accuracy": float(accuracy(p, y)),
-        "mean_confidence": float(np.mean(np.max(p, axis=1))),
-        "n": float(len(y)),
-    }
+    kw: dict[str, Any] = {"names": REPORT_METRICS, "n_bins": n_bins}
+    out = compute_metrics(p, y, **kw)
+    out["mean_confidence"] = float(np.mean(np.max(p, axis=1)))
+    out["n"] = float(len(y))
     if n_boot > 0:
-        cis = {
-            "conf_ece": bootstrap_ci(conf_ece, p, y, n_boot=n_boot, seed=seed, n_bins=n_bins),
-            "cw_ece": bootstrap_ci(classwise_ece, p, y, n_boot=n_boot, seed=seed, n_bins=n_bins),
-            "accuracy": bootstrap_ci(accuracy, p, y, n_boot=n_boot, seed=seed),
-        }
-        for key, ci in cis.items():
-            out[f"{key}_low"], out[f"{key}_high"] = float(ci.low), float(ci.high)
+        cis = bootstrap_metrics(p, y, n_boot=n_boot, seed=seed, **kw)
+        for key, (low, high) in cis.items():
+            out[f"{key}_low"], out[f"{key}_high"] = low, high
     return out
 
 

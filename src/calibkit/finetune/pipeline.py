@@ -266,9 +266,15 @@ def add_data_arguments(p: Any, *, n_train: int, n_val: int, n_test: int, n_ood: 
     """``--train/--eval`` sources, split sizes, ``--data-dir``, ``--seed``."""
     g = p.add_argument_group("data")
     g.add_argument(
-        "--train", default="mmlu,medmcqa,openbookqa", help="in-domain datasets (train + test)"
+        "--train",
+        default="mmlu,medmcqa,openbookqa",
+        help="in-domain datasets (train + test): built-in names and/or your own .jsonl files",
     )
-    g.add_argument("--eval", default="arc_challenge", help="out-of-domain datasets ('' for none)")
+    g.add_argument(
+        "--eval",
+        default="arc_challenge",
+        help="out-of-domain datasets ('' for none): built-in names and/or .jsonl files",
+    )
     g.add_argument("--n-train", type=int, default=n_train)
     g.add_argument(
         "--n-val", type=int, default=n_val, help="in-domain questions for temperature scaling"
@@ -289,7 +295,8 @@ def add_train_arguments(p: Any) -> None:
     g.add_argument(
         "--model",
         default=None,
-        help="folder, hub id or 'gemma3-270m' (default: SmolLM2-135M-Instruct)",
+        help="local model spec: a folder, hub id, hf:<id>, gguf:<file> or 'gemma3-270m' "
+        "(default: SmolLM2-135M-Instruct)",
     )
     g.add_argument(
         "--quantize",

@@ -3,6 +3,8 @@
 The checks are those of :mod:`calibkit._validation` (same messages), but done in cache-sized
 row blocks on the caller's dtype, so an ``(n, K)`` float32 array is never copied to float64 nor
 materialised again as a boolean mask: peak extra memory is ``O(n + block)``, not ``O(n K)``.
+Half-precision input (float16, bfloat16, torch tensors) is converted to float64 once; its
+row-sum tolerance is that of its source dtype (:func:`calibkit._validation.simplex_atol`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from calibkit._math import sigmoid
-from calibkit._validation import SIMPLEX_ATOL, check_labels
+from calibkit._validation import as_float_array, check_labels, simplex_atol, simplex_error
 
 __all__ = [
     "as_scores",
+    "as_scores_eps",
     "binary_outcomes",
     "full_probs_blocks",
     "label_prob_blocks",
+    "score_ndim",
     "top_label_outcomes",
 ]
 
@@ -31,30 +35,41 @@ def _block_rows(k: int) -> int:
     return max(256, _BLOCK_ELEMS // max(k, 1))
 
 
+def score_ndim(scores: ArrayLike) -> int:
+    """``ndim`` of an array-like without converting it (torch bfloat16 tensors have no numpy view)."""
+    nd = getattr(scores, "ndim", None)
+    return int(nd) if isinstance(nd, int) else int(np.ndim(scores))
+
+
 def as_scores(scores: ArrayLike, *, from_logits: bool, name: str) -> NDArray[np.floating]:
     """Array view of ``scores`` as float32 or float64 (kept as given; other dtypes -> float64).
 
     Checks the shape only; values are checked block-wise by the callers.
     """
-    a = np.asarray(scores)
-    if a.dtype not in (np.float32, np.float64):
-        if a.dtype.kind not in "biuf":
-            raise ValueError(f"{name} must be numeric; got dtype {a.dtype}")
-        a = a.astype(np.float64)
+    return as_scores_eps(scores, from_logits=from_logits, name=name)[0]
+
+
+def as_scores_eps(
+    scores: ArrayLike, *, from_logits: bool, name: str
+) -> tuple[NDArray[np.floating], float]:
+    """:func:`as_scores` and the machine epsilon of the source dtype (for the row-sum check)."""
+    a, eps = as_float_array(scores, name)
     if a.ndim not in (1, 2):
         raise ValueError(f"{name} must be 1-D (n,) or 2-D (n, K); got shape {a.shape}")
     if a.shape[0] == 0:
         raise ValueError(f"{name} is empty")
     if a.ndim == 2 and a.shape[1] < 2:
         raise ValueError(f"{name} has {a.shape[1]} column(s); a (n, K) array needs K >= 2")
-    return a
+    return a, eps
 
 
 def _name(from_logits: bool) -> str:
     return "logits" if from_logits else "probs"
 
 
-def _check_prob_block(blk: NDArray[np.floating], start: int, name: str) -> None:
+def _check_prob_block(
+    blk: NDArray[np.floating], start: int, name: str, eps: float = 2.0**-52
+) -> None:
     lo, hi = blk.min(), blk.max()
     if not (np.isfinite(lo) and np.isfinite(hi)):
         bad = int(np.sum(~np.isfinite(blk)))
@@ -67,14 +82,12 @@ def _check_prob_block(blk: NDArray[np.floating], start: int, name: str) -> None:
             f"{start}..); pass from_logits=True if these are logits"
         )
     if blk.ndim == 2:
-        s = blk.sum(axis=1)
-        bad_rows = np.abs(s - 1.0) > SIMPLEX_ATOL
+        k = blk.shape[1]
+        s = blk.sum(axis=1, dtype=np.float64)
+        bad_rows = np.abs(s - 1.0) > simplex_atol(eps, k)
         if bad_rows.any():
             i = int(np.argmax(bad_rows))
-            raise ValueError(
-                f"rows of {name} must sum to 1 (row {start + i} sums to {float(s[i]):.6g}); "
-                "pass from_logits=True if these are logits"
-            )
+            raise simplex_error(name, start + i, float(s[i]), k, eps)
 
 
 def _check_logit_block(blk: NDArray[np.floating], start: int, name: str) -> None:
@@ -142,7 +155,7 @@ def top_label_outcomes(
     correct : (n,) bool
     """
     name = _name(from_logits)
-    a = as_scores(scores, from_logits=from_logits, name=name)
+    a, eps = as_scores_eps(scores, from_logits=from_logits, name=name)
     n = a.shape[0]
     if a.ndim == 1:
         p = _binary_probs(a, from_logits=from_logits, name=name)
@@ -171,7 +184,7 @@ def top_label_outcomes(
                 # row sums as a BLAS mat-vec: ~2x numpy's sum(axis=1); NaN/inf propagate
                 total = blk @ np.ones(k, dtype=blk.dtype)
                 low = blk.min()
-            _check_prob_summary(blk, s, name, total, low, top)
+            _check_prob_summary(blk, s, name, total, low, top, eps)
             conf[s:e] = top
         correct[s:e] = pred == y[s:e]
     return conf, correct
@@ -184,13 +197,14 @@ def _check_prob_summary(
     total: NDArray[np.floating],
     low: NDArray[np.floating] | np.floating,
     top: NDArray[np.floating],
+    eps: float,
 ) -> None:
     """The checks of :func:`_check_prob_block` from per-row (sum, min, max): NaN and inf make the
     row sum non-finite, so no extra pass over the block is needed on valid input."""
-    ok_sum = np.abs(total - 1.0) <= SIMPLEX_ATOL  # False for NaN / inf rows
+    ok_sum = np.abs(total - 1.0) <= simplex_atol(eps, blk.shape[1])  # False for NaN / inf rows
     if ok_sum.all() and np.min(low) >= 0.0 and top.max() <= 1.0:
         return
-    _check_prob_block(blk, start, name)  # finds and names the problem
+    _check_prob_block(blk, start, name, eps)  # finds and names the problem
     raise AssertionError("unreachable: block failed the summary check but passed the full check")
 
 
@@ -225,7 +239,7 @@ def full_probs_blocks(
     softmaxed. Returns ``(n, K, labels, blocks)``.
     """
     name = _name(from_logits)
-    a = as_scores(scores, from_logits=from_logits, name=name)
+    a, eps = as_scores_eps(scores, from_logits=from_logits, name=name)
     n = a.shape[0]
     if a.ndim == 1:
         p = _binary_probs(a, from_logits=from_logits, name=name)
@@ -245,7 +259,7 @@ def full_probs_blocks(
                 z /= z.sum(axis=1, keepdims=True)
                 yield s, z
             else:
-                _check_prob_block(blk, s, name)
+                _check_prob_block(blk, s, name, eps)
                 yield s, blk
 
     return n, k, y, gen()
@@ -259,7 +273,7 @@ def label_prob_blocks(
     With ``from_logits``, ``log p_y`` is the exact log-softmax (no clipping). Returns ``(n, blocks)``.
     """
     name = _name(from_logits)
-    a = as_scores(scores, from_logits=from_logits, name=name)
+    a, eps = as_scores_eps(scores, from_logits=from_logits, name=name)
     if a.ndim != 2:
         raise ValueError(f"{name} must be (n, K) here; got shape {a.shape}")
     n, k = a.shape
@@ -280,7 +294,7 @@ def label_prob_blocks(
                 py = np.take_along_axis(ez, yb, axis=1)[:, 0]
                 sq = np.einsum("ij,ij->i", ez, ez)
             else:
-                _check_prob_block(blk, s, name)
+                _check_prob_block(blk, s, name, eps)
                 b = blk.astype(np.float64, copy=False)
                 py = np.take_along_axis(b, yb, axis=1)[:, 0]
                 with np.errstate(divide="ignore"):

@@ -6,7 +6,12 @@ which is closed, ``[e_{M-1}, 1]``. A score of exactly 0 falls in bin 0 and exact
 ``M - 1``. When edges repeat (equal-mass bins over tied scores) the bins between equal edges
 are empty and the tied scores go to the highest bin that starts at their value.
 
+These ``M + 1`` boundaries are what calibkit calls **edges**. The cascade's bins
+(:mod:`calibkit.ensemble.binning`) are given by **cut points**, the interior edges only
+(``edges[1:-1]``; ``calibkit.ensemble.binning.cut_points_to_edges`` converts).
+
 Everything is vectorised (``searchsorted`` + ``bincount``): no Python loop over samples.
+``n_bins`` is at most :data:`MAX_BINS` (one million), so memory is bounded for any argument.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "MAX_BINS",
+    "MAX_CLASSWISE_CELLS",
     "BinStats",
     "Binning",
     "assign_bins",
     "bin_edges",
     "bin_statistics",
+    "check_n_bins",
     "quantile_edges",
     "uniform_edges",
 ]
@@ -30,17 +38,32 @@ __all__ = [
 Binning = Literal["uniform", "quantile"]
 
 
-def _check_n_bins(n_bins: int) -> int:
+#: the most bins a binned metric accepts. Each bin costs a few float64 entries (edges, counts,
+#: sums), so memory stays bounded (tens of MB) whatever ``n_bins`` a caller passes; beyond the
+#: number of items extra bins can only be empty anyway.
+MAX_BINS = 1_000_000
+
+#: the most (class, bin) cells of the classwise metrics (``K * n_bins``)
+MAX_CLASSWISE_CELLS = 10_000_000
+
+
+def check_n_bins(n_bins: int) -> int:
+    """``n_bins`` as an int in ``[1, MAX_BINS]``; ``ValueError`` naming the problem otherwise."""
     if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer):
         raise ValueError(f"n_bins must be an int; got {type(n_bins).__name__}")
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1; got {n_bins}")
+    if n_bins > MAX_BINS:
+        raise ValueError(
+            f"n_bins={int(n_bins):,} is above the maximum of {MAX_BINS:,} bins (each bin takes "
+            "memory, and with n items at most n bins can be non-empty)"
+        )
     return int(n_bins)
 
 
 def uniform_edges(n_bins: int) -> NDArray[np.float64]:
     """``(M + 1,)`` equal-width edges ``linspace(0, 1, M + 1)`` (Guo et al. 2017)."""
-    return np.linspace(0.0, 1.0, _check_n_bins(n_bins) + 1)
+    return np.linspace(0.0, 1.0, check_n_bins(n_bins) + 1)
 
 
 def quantile_edges(values: ArrayLike, n_bins: int) -> NDArray[np.float64]:
@@ -50,7 +73,7 @@ def quantile_edges(values: ArrayLike, n_bins: int) -> NDArray[np.float64]:
     Each bin then holds ``n / M`` scores up to ties and rounding (ties stay together, so a bin can
     be larger, and another empty). This is netcal's ``equal_intervals=False`` binning.
     """
-    m = _check_n_bins(n_bins)
+    m = check_n_bins(n_bins)
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
         raise ValueError("quantile_edges needs at least one value")

@@ -29,14 +29,17 @@ from numpy.typing import ArrayLike, NDArray
 from calibkit.metrics._inputs import (
     binary_outcomes,
     full_probs_blocks,
+    score_ndim,
     top_label_outcomes,
 )
 from calibkit.metrics.binning import (
+    MAX_CLASSWISE_CELLS,
     Binning,
     BinStats,
     assign_bins,
     bin_edges,
     bin_statistics,
+    check_n_bins,
     uniform_edges,
 )
 
@@ -120,10 +123,9 @@ def binned_outcomes(
 
     ``top_label=True`` forces the top-label view of a 1-D binary input.
     """
-    a = np.asarray(probs)
-    if a.ndim == 1 and not top_label:
-        return binary_outcomes(a, labels, from_logits=from_logits)
-    return top_label_outcomes(a, labels, from_logits=from_logits)
+    if score_ndim(probs) == 1 and not top_label:
+        return binary_outcomes(probs, labels, from_logits=from_logits)
+    return top_label_outcomes(probs, labels, from_logits=from_logits)
 
 
 def binned_statistics(
@@ -138,8 +140,9 @@ def binned_statistics(
     """Per-bin sums of :func:`binned_outcomes` on ``n_bins`` uniform or quantile bins."""
     if binning not in ("uniform", "quantile"):
         raise ValueError(f"binning must be 'uniform' or 'quantile'; got {binning!r}")
+    check_n_bins(n_bins)  # before any heavy work
     if binning == "uniform":
-        edges = uniform_edges(n_bins)  # checks n_bins before any heavy work
+        edges = uniform_edges(n_bins)
     conf, out = binned_outcomes(probs, labels, from_logits=from_logits, top_label=top_label)
     if binning == "quantile":
         edges = bin_edges(conf, n_bins, "quantile")
@@ -337,6 +340,11 @@ def classwise_bin_statistics(
     edges = uniform_edges(n_bins)
     m = edges.size - 1
     _, k, y, blocks = full_probs_blocks(probs, labels, from_logits=from_logits)
+    if k * m > MAX_CLASSWISE_CELLS:
+        raise ValueError(
+            f"classwise binning of {k} classes x {m:,} bins needs {k * m:,} cells, above the "
+            f"maximum of {MAX_CLASSWISE_CELLS:,}; use fewer bins"
+        )
     count = np.zeros(k * m, dtype=np.int64)
     s_conf = np.zeros(k * m, dtype=np.float64)
     s_out = np.zeros(k * m, dtype=np.float64)
@@ -378,6 +386,7 @@ def classwise_ece(
         return float(np.mean(_l1(st)))
     if binning != "quantile":
         raise ValueError(f"binning must be 'uniform' or 'quantile'; got {binning!r}")
+    check_n_bins(n_bins)
     _, k, y, blocks = full_probs_blocks(probs, labels, from_logits=from_logits)
     p = np.concatenate([b for _, b in blocks], axis=0)
     errs = [

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from calibkit.metrics._inputs import score_ndim
 from calibkit.metrics.binning import Binning, BinStats
 from calibkit.metrics.calibration_error import binned_statistics
 
@@ -174,6 +175,6 @@ def reliability_table(
     -------
     ReliabilityTable
     """
-    view = "binary" if np.ndim(probs) == 1 else "top_label"
+    view = "binary" if score_ndim(probs) == 1 else "top_label"
     st = binned_statistics(probs, labels, n_bins, binning=binning, from_logits=from_logits)
     return ReliabilityTable.from_stats(st, view=view, binning=str(binning))

@@ -8,19 +8,18 @@ multi-process / distributed evaluation). Equal-width bins only: equal-mass bins 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.typing import ArrayLike
 
+from calibkit.metrics._inputs import score_ndim
 from calibkit.metrics.binning import BinStats, bin_statistics, uniform_edges
 from calibkit.metrics.calibration_error import (
     binned_outcomes,
     classwise_bin_statistics,
     stats_metric,
 )
+from calibkit.metrics.registry import get_metric, metric_names
 from calibkit.metrics.reliability import ReliabilityTable
-from calibkit.metrics.scoring_rules import accuracy, brier_score, nll
 
 __all__ = ["CalibrationErrorAccumulator", "ScoringRuleAccumulator"]
 
@@ -64,8 +63,8 @@ class CalibrationErrorAccumulator:
         return self
 
     def _check_shape(self, probs: ArrayLike) -> tuple[int, ...]:
-        a = np.asarray(probs)
-        shape: tuple[int, ...] = () if a.ndim == 1 else tuple(a.shape[1:])
+        full = tuple(int(d) for d in getattr(probs, "shape", np.shape(probs)))
+        shape: tuple[int, ...] = () if len(full) == 1 else full[1:]
         if self._shape is not None and shape != self._shape:
             raise ValueError(
                 f"batch has per-row shape {shape} but earlier batches had {self._shape}"
@@ -176,42 +175,50 @@ class CalibrationErrorAccumulator:
 
 
 class ScoringRuleAccumulator:
-    """Running totals for :func:`~calibkit.metrics.brier_score`, :func:`~calibkit.metrics.nll`
-    and :func:`~calibkit.metrics.accuracy` over batches (memory ``O(1)``)."""
+    """Running totals over batches (memory ``O(1)``) of the *additive* registered metrics: the
+    means of a per-item loss, :func:`~calibkit.metrics.accuracy`,
+    :func:`~calibkit.metrics.brier_score`, :func:`~calibkit.metrics.nll` and any metric
+    registered with ``additive=True`` (:func:`~calibkit.metrics.register_metric`).
 
-    def __init__(self, *, from_logits: bool = False):
+    ``names`` picks some of them (default: every additive metric registered when the
+    accumulator is made).
+    """
+
+    def __init__(self, *, from_logits: bool = False, names: list[str] | None = None):
         self.from_logits = from_logits
+        keys = metric_names(additive=True) if names is None else [get_metric(k).name for k in names]
+        for k in keys:
+            if not get_metric(k).additive:
+                raise ValueError(f"metric {k!r} is not a mean of per-item losses; cannot stream it")
+        self.names = keys
         self.reset()
 
     def reset(self) -> ScoringRuleAccumulator:
         """Forget all batches."""
         self._n = 0
-        self._sums = {"brier": 0.0, "nll": 0.0, "accuracy": 0.0}
+        self._sums = dict.fromkeys(self.names, 0.0)
         self._ndim: int | None = None
         return self
 
     def update(self, probs: ArrayLike, labels: ArrayLike) -> ScoringRuleAccumulator:
         """Add a batch: ``probs`` (b,) or (b, K) (logits with ``from_logits``), ``labels`` (b,)."""
-        a = np.asarray(probs)
-        if self._ndim is not None and a.ndim != self._ndim:
-            raise ValueError(f"batch is {a.ndim}-D but earlier batches were {self._ndim}-D")
-        kw: dict[str, Any] = {"from_logits": self.from_logits}
-        b = a.shape[0] if a.ndim else 0
-        vals = {
-            "brier": brier_score(a, labels, **kw),
-            "nll": nll(a, labels, **kw),
-            "accuracy": accuracy(a, labels, **kw),
-        }
+        ndim = score_ndim(probs)
+        if self._ndim is not None and ndim != self._ndim:
+            raise ValueError(f"batch is {ndim}-D but earlier batches were {self._ndim}-D")
+        b = len(probs) if ndim else 0  # type: ignore[arg-type]
+        vals = {k: get_metric(k)(probs, labels, from_logits=self.from_logits) for k in self.names}
         for k, v in vals.items():
             self._sums[k] += v * b
         self._n += b
-        self._ndim = a.ndim
+        self._ndim = ndim
         return self
 
     def merge(self, other: ScoringRuleAccumulator) -> ScoringRuleAccumulator:
         """Add ``other``'s totals into this accumulator."""
         if not isinstance(other, ScoringRuleAccumulator) or other.from_logits != self.from_logits:
             raise ValueError("can only merge a ScoringRuleAccumulator with the same from_logits")
+        if other.names != self.names:
+            raise ValueError(f"cannot merge accumulators of {other.names} into {self.names}")
         if self._ndim is not None and other._ndim is not None and other._ndim != self._ndim:
             raise ValueError("cannot merge 1-D and 2-D accumulators")
         for k in self._sums:
@@ -225,7 +232,7 @@ class ScoringRuleAccumulator:
         return self._n
 
     def compute(self) -> dict[str, float]:
-        """Means over all items: brier, nll, accuracy."""
+        """Means over all items, by metric name (accuracy, brier, nll, ...)."""
         if self._n == 0:
             raise ValueError("no batches yet: call update() first")
         return {k: v / self._n for k, v in self._sums.items()}

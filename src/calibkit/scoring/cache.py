@@ -3,8 +3,15 @@
 A :class:`ScoreCache` is a key/value table in SQLite (WAL journal, busy timeout), safe to share
 between processes and threads: keys are text (build them with :func:`cache_key`), values are
 anything JSON can hold (``Infinity``/``NaN`` included, as Python's :mod:`json` writes them).
-:func:`map_cached` runs a batch function over the items whose keys are not in the cache yet and
-commits every finished batch at once, so a killed run loses at most one batch.
+:func:`map_cached` (defined in :mod:`calibkit.scoring.batching`, importable from here too) runs a
+batch function over the items whose keys are not in the cache yet and commits the successes of
+every finished batch at once, so a killed run loses at most one batch. A result that is an
+:class:`~calibkit.scoring.backends.base.ItemFailure` is never cached: the next run tries that
+item again.
+
+Errors name the cache file and say what to do: a file that is not a usable cache, a value that
+is not valid JSON (tampered), a folder that cannot be written, all raise ``ValueError`` with the
+hint to delete the file or run without a cache (``--no-cache`` on the command line).
 
 Example
 -------
@@ -28,24 +35,39 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
+
+# the batch runner has its own module; NOT_RUN and map_cached stay importable from here
+from calibkit.scoring.batching import NOT_RUN, map_cached
 
 __all__ = [
+    "NOT_RUN",
     "SCHEMA_VERSION",
+    "CacheEntryError",
     "ScoreCache",
     "cache_key",
     "default_cache_dir",
     "map_cached",
 ]
 
-T = TypeVar("T")
-R = TypeVar("R")
-
 #: Version of the on-disk layout; a file written with another version is refused.
 SCHEMA_VERSION = 1
 
 # SQLite's default limit on bound parameters per statement is 999 on old builds.
 _CHUNK = 500
+
+
+class CacheEntryError(ValueError):
+    """A stored value cannot be used (not JSON, or not what the caller stored); ``key`` names it."""
+
+    def __init__(self, message: str, key: str):
+        super().__init__(message)
+        self.key = key
+
+
+def _hint(path: Path | None) -> str:
+    where = "the in-memory cache" if path is None else f"delete {path}"
+    return f"{where} or run without a cache (--no-cache)"
 
 
 def default_cache_dir() -> Path:
@@ -115,17 +137,35 @@ class ScoreCache:
         else:
             if self.path.is_dir():
                 raise ValueError(f"ScoreCache path {self.path} is a directory, expected a file")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(
+                    f"cache {self.path}: cannot create its folder ({e.strerror or e}); "
+                    "give another --cache path or run with --no-cache"
+                ) from None
             target = str(self.path)
         # isolation_level=None: we manage transactions ourselves (BEGIN IMMEDIATE ... COMMIT).
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            target, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
+        self._conn: sqlite3.Connection | None = None
         try:
+            self._conn = sqlite3.connect(
+                target, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
             self._setup()
+        except ValueError:
+            self.close()
+            raise
         except sqlite3.DatabaseError as e:
             self.close()
-            raise ValueError(f"ScoreCache: {target} is not a usable SQLite cache ({e})") from e
+            msg = str(e)
+            if "readonly" in msg or "unable to open" in msg or "read-only" in msg:
+                raise ValueError(
+                    f"cache {target} cannot be written ({msg}); give a writable --cache path "
+                    "or run with --no-cache"
+                ) from None
+            raise ValueError(
+                f"cache {target} is not a usable SQLite cache ({msg}); {_hint(self.path)}"
+            ) from None
 
     # -- setup -----------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -156,6 +196,13 @@ class ScoreCache:
                 raise ValueError(
                     f"ScoreCache {self.path}: schema version {row[0]} is not supported "
                     f"(this calibkit writes version {SCHEMA_VERSION}); use a new cache file"
+                )
+            cols = {r[1] for r in c.execute("PRAGMA table_info(scores)").fetchall()}
+            lacking = sorted({"key", "value", "created"} - cols)
+            if lacking:
+                raise ValueError(
+                    f"cache {self._where}: table 'scores' lacks the columns {lacking}, so it is "
+                    f"not a calibkit cache; {_hint(self.path)}"
                 )
 
     def _connection(self) -> sqlite3.Connection:
@@ -202,9 +249,21 @@ class ScoreCache:
                 chunk = uniq[i : i + _CHUNK]
                 marks = ",".join("?" * len(chunk))
                 sql = f"SELECT key, value FROM scores WHERE key IN ({marks})"
-                rows = _retry_locked(partial(_fetchall, conn, sql, chunk), self.timeout)
+                try:
+                    rows = _retry_locked(partial(_fetchall, conn, sql, chunk), self.timeout)
+                except sqlite3.DatabaseError as e:
+                    raise ValueError(
+                        f"cache {self._where}: reading failed ({e}); {_hint(self.path)}"
+                    ) from None
                 for k, v in rows:
-                    out[k] = json.loads(v)
+                    try:
+                        out[k] = json.loads(v)
+                    except (TypeError, ValueError) as e:
+                        raise CacheEntryError(
+                            f"cache {self._where}: the value stored under key {k} is not valid "
+                            f"JSON ({e}); {_hint(self.path)}",
+                            k,
+                        ) from None
         return out
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -229,10 +288,19 @@ class ScoreCache:
                 raise ValueError(f"value for cache key {k!r} is not JSON-serializable: {e}") from e
         if not rows:
             return
-        with self._transaction() as c:
-            c.executemany(
-                "INSERT OR REPLACE INTO scores (key, value, created) VALUES (?, ?, ?)", rows
+        try:
+            with self._transaction() as c:
+                c.executemany(
+                    "INSERT OR REPLACE INTO scores (key, value, created) VALUES (?, ?, ?)", rows
+                )
+        except sqlite3.DatabaseError as e:
+            msg = str(e)
+            hint = (
+                "give a writable --cache path or run with --no-cache"
+                if any(w in msg for w in ("readonly", "read-only", "disk", "full", "open"))
+                else _hint(self.path)
             )
+            raise ValueError(f"cache {self._where}: writing failed ({msg}); {hint}") from None
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key in self.get_many([key])
@@ -275,6 +343,10 @@ class ScoreCache:
     @property
     def closed(self) -> bool:
         return self._conn is None
+
+    @property
+    def _where(self) -> str:
+        return "(in memory)" if self.path is None else str(self.path)
 
     def __enter__(self) -> ScoreCache:
         return self
@@ -336,116 +408,3 @@ def _check_keys(keys: Sequence[str], what: str) -> list[str]:
 
 def _fetchall(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
     return conn.execute(sql, params).fetchall()
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-def map_cached(
-    fn: Callable[[list[T]], list[R]],
-    items: Sequence[T],
-    keys: Sequence[str],
-    cache: ScoreCache | None,
-    *,
-    batch_size: int = 16,
-    desc: str = "scoring",
-    progress: bool = True,
-    encode: Callable[[R], Any] = _identity,
-    decode: Callable[[Any], R] = _identity,
-) -> list[R]:
-    """Apply a batch function to ``items``, skipping those already in ``cache``.
-
-    Parameters
-    ----------
-    fn : callable
-        Takes a list of up to ``batch_size`` items, returns a list of results of the same length
-        and order.
-    items : sequence
-        Inputs, length n.
-    keys : sequence of str
-        Cache key of each item, length n (see :func:`cache_key`). Items sharing a key are
-        computed once.
-    cache : ScoreCache or None
-        Where finished results are looked up and stored; ``None`` computes everything.
-    batch_size : int
-        Items per call of ``fn``; each finished batch is committed to the cache at once, so a
-        killed run loses at most one batch.
-    desc : str
-        Label of the progress bar.
-    progress : bool
-        Show a tqdm progress bar (items/s and ETA) on stderr; the cached items count as done.
-    encode, decode : callable
-        Map a result to a JSON-able value and back (e.g. a dataclass to a dict).
-
-    Returns
-    -------
-    list
-        n results in the order of ``items``. With a cache, every result (cached or fresh) is
-        ``decode(JSON round trip of encode(result))``, so a resumed run returns exactly what an
-        uninterrupted one would.
-    """
-    if not callable(fn):
-        raise ValueError("fn must be callable")
-    items = list(items)
-    keys = _check_keys(keys, "keys")
-    if len(items) != len(keys):
-        raise ValueError(f"items and keys differ in length: {len(items)} vs {len(keys)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-
-    done: dict[str, Any] = {}  # key -> decoded result
-    if cache is not None:
-        for k, v in cache.get_many(keys).items():
-            done[k] = decode(v)
-
-    # One representative item per missing key, in first-occurrence order.
-    todo: dict[str, T] = {}
-    for k, it in zip(keys, items, strict=True):
-        if k not in done and k not in todo:
-            todo[k] = it
-    n_done_items = sum(1 for k in keys if k in done)
-
-    bar = _progress_bar(len(items), n_done_items, desc, progress and len(todo) > 0)
-    # How many input positions each missing key stands for (duplicates advance the bar together).
-    multiplicity: dict[str, int] = {}
-    for k in keys:
-        if k in todo:
-            multiplicity[k] = multiplicity.get(k, 0) + 1
-    try:
-        todo_keys = list(todo)
-        for start in range(0, len(todo_keys), batch_size):
-            bkeys = todo_keys[start : start + batch_size]
-            batch = [todo[k] for k in bkeys]
-            results = fn(batch)
-            if not isinstance(results, Sequence) or isinstance(results, str | bytes):
-                raise ValueError(f"fn must return a list, got {type(results).__name__}")
-            if len(results) != len(batch):
-                raise ValueError(
-                    f"fn returned {len(results)} results for a batch of {len(batch)} items"
-                )
-            if cache is None:
-                for k, r in zip(bkeys, results, strict=True):
-                    done[k] = r
-            else:
-                encoded = {k: encode(r) for k, r in zip(bkeys, results, strict=True)}
-                cache.put_many(encoded)
-                for k, v in encoded.items():
-                    # JSON round trip so fresh and cached results are indistinguishable.
-                    done[k] = decode(json.loads(json.dumps(v)))
-            if bar is not None:
-                bar.update(sum(multiplicity[k] for k in bkeys))
-    finally:
-        if bar is not None:
-            bar.close()
-    return [done[k] for k in keys]
-
-
-def _progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # progress bars are a convenience; tqdm comes with calibkit[llm]
-        return None
-    return tqdm(total=total, initial=initial, desc=desc, unit="item", dynamic_ncols=True)

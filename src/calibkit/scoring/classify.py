@@ -16,6 +16,13 @@ maximum is at the first output position, at a fraction of the cost.
 
 Results go through a :class:`~calibkit.scoring.cache.ScoreCache` keyed by backend name, prompt
 fingerprint, classes, mode and input text, so an interrupted run resumes where it stopped.
+
+Failures are values, not guesses: an item whose backend call failed (see
+:class:`~calibkit.scoring.backends.base.ItemFailure`) or whose answer has nothing to score is
+never given a score and never cached. ``score(..., on_error="fail")`` (default) raises
+:class:`ItemsFailed` naming the item after committing the successes; ``on_error="skip"`` returns
+the successful rows only and lists the failures in ``meta["failures"]``. Ctrl-C during a run
+raises ``KeyboardInterrupt("N of M items cached; rerun to resume")``.
 """
 
 from __future__ import annotations
@@ -24,43 +31,44 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from calibkit.scores import Scores
-from calibkit.scoring.backends.base import Backend, Prompt
-from calibkit.scoring.cache import ScoreCache, cache_key, map_cached
+from calibkit.scoring._runner import (
+    ItemsFailed,
+    OnError,
+    backend_records,
+    check_on_error,
+    check_record,
+    open_cache,
+    run_scorer,
+)
+from calibkit.scoring.backends.base import Backend, Generation, ItemFailure, Prompt
+from calibkit.scoring.cache import ScoreCache, cache_key
 from calibkit.scoring.matching import (
     TokenSets,
     aggregate_generation,
-    aggregate_next_token,
+    aggregate_next_token_filled,
     matching_token_sets,
 )
 from calibkit.scoring.prompts import PromptTemplate
+from calibkit.selection.in_task import answer_confidence as _score_of_answer
 
 __all__ = [
     "ClassificationScorer",
+    "ItemsFailed",
     "answer_confidence",
     "open_cache",
     "parse_answer",
 ]
 
-_KEY_VERSION = "classify-v1"
+# v2: top-k fill from all reported tokens, prefix matching without a tokenizer, failures never
+# cached (v1 values may hold a wrong fill or a 50/50 score for a reply without log-probabilities).
+_KEY_VERSION = "classify-v2"
 Mode = Literal["generate", "next_token"]
-
-
-def open_cache(
-    cache: ScoreCache | str | os.PathLike[str] | None, stack: ExitStack
-) -> ScoreCache | None:
-    """A :class:`ScoreCache` from a cache object, a path (opened and closed by ``stack``) or None."""
-    if cache is None or isinstance(cache, ScoreCache):
-        return cache
-    if isinstance(cache, str | os.PathLike):
-        return stack.enter_context(ScoreCache(cache))
-    raise ValueError(f"cache must be a ScoreCache, a path or None, got {type(cache).__name__}")
 
 
 def _norm(text: str) -> str:
@@ -98,19 +106,32 @@ def parse_answer(
 def answer_confidence(scores: Scores) -> NDArray[np.float64]:
     """Step 4 of section 2.1: ``s = z_a``, the softmax score of the model's own answer ``a``.
 
-    ``a`` is ``scores.meta["answer_index"]`` where the generated answer parsed to a class, else
-    the argmax class. Pass calibrated Scores (``calibrator.calibrate(scores)``) to get calibrated
-    confidences. Shape ``(n,)``.
+    ``a`` is ``scores.per_item["answer_index"]`` where the generated answer parsed to a class,
+    else the argmax class (also when the Scores have no ``answer_index``). Pass calibrated Scores
+    (``calibrator.calibrate(scores)``) to get calibrated confidences. Shape ``(n,)``.
+
+    The Scores front end of :func:`calibkit.selection.in_task.answer_confidence` (probabilities
+    and answer indices), which computes ``z_a``; this function only picks ``a``.
     """
-    a = np.asarray(scores.meta.get("answer_index", [-1] * len(scores)), dtype=np.int64)
-    if a.shape != (len(scores),):
-        raise ValueError(
-            f"meta['answer_index'] has {a.shape[0]} entries but the Scores have {len(scores)} "
-            "rows (per-item meta is not sliced by Scores.subset)"
-        )
+    n = len(scores)
+    raw = scores.per_item.get("answer_index")
+    if raw is None:
+        a = np.full(n, -1, dtype=np.int64)
+    else:
+        if raw.shape != (n,) or raw.dtype.kind not in "iu":
+            raise ValueError(
+                f"per_item['answer_index'] must be {n} integers; got dtype {raw.dtype}, "
+                f"shape {raw.shape}"
+            )
+        a = raw.astype(np.int64)
+        if a.size and a.max() >= scores.n_classes:
+            i = int(np.argmax(a >= scores.n_classes))
+            raise ValueError(
+                f"per_item['answer_index'] of item {scores.ids[i]!r} is {int(a[i])}, not a class "
+                f"index of the {scores.n_classes} classes"
+            )
     a = np.where(a >= 0, a, scores.prediction)
-    z = scores.probs
-    return z[np.arange(len(scores)), a]
+    return _score_of_answer(scores.probs, a)
 
 
 def _labels_to_index(
@@ -148,7 +169,8 @@ class ClassificationScorer:
     cache : ScoreCache, path or None
         Where finished items are stored and looked up.
     batch_size : int
-        Items per backend call and per cache commit (a killed run loses at most one batch).
+        Items per backend call and per cache commit (a killed run loses at most one batch;
+        failed items are never cached).
     aliases : mapping class -> list of str, optional
         Extra surface forms counted for a class.
     progress : bool
@@ -183,6 +205,9 @@ class ClassificationScorer:
         self.batch_size = batch_size
         self.aliases = {str(k): [str(a) for a in v] for k, v in (aliases or {}).items()}
         self.progress = progress
+        #: counts of the last :meth:`score` call: n_items, n_cached (found in the cache),
+        #: n_new (scored now), n_failed
+        self.last_run: dict[str, int] = {}
         tokenize: Callable[[str], list[str]] | None = getattr(backend, "tokenize", None)
         self.token_sets: TokenSets = matching_token_sets(
             self.classes,
@@ -207,6 +232,7 @@ class ClassificationScorer:
                 "classes": self.classes,
                 "aliases": self.aliases,
                 "tokens": self.token_sets.to_dict(),
+                "prefix_match": self.token_sets.prefix_match,
                 "chat": self.chat,
                 "mode": self.mode,
                 "T": self.max_new_tokens if self.mode == "generate" else 1,
@@ -216,43 +242,63 @@ class ClassificationScorer:
         return (_KEY_VERSION, self.backend.name, self.template.fingerprint(), spec)
 
     # ------------------------------------------------------------------ scoring
-    def _score_batch(self, batch: list[str]) -> list[dict[str, Any]]:
-        prompts = [self.prompt(t) for t in batch]
-        out: list[dict[str, Any]] = []
-        if self.mode == "next_token":
-            for lp in self.backend.next_token_logprobs(prompts, self.token_sets.candidates):
-                z = aggregate_next_token(lp, self.token_sets)
-                out.append(
-                    {
-                        "logits": z.tolist(),
-                        "answer": "",
-                        "answer_index": int(np.argmax(z)),
-                        "position": [0] * len(z),
-                    }
-                )
-            return out
-        gens = self.backend.generate(
-            prompts, max_new_tokens=self.max_new_tokens, candidates=self.token_sets.candidates
-        )
-        if len(gens) != len(prompts):
-            raise ValueError(f"backend returned {len(gens)} generations for {len(prompts)} prompts")
-        for g in gens:
+    def _record(self, g: Generation | ItemFailure) -> dict[str, Any] | ItemFailure:
+        if isinstance(g, ItemFailure):
+            return g
+        if not isinstance(g, Generation):
+            return ItemFailure(f"backend returned {type(g).__name__}, expected a Generation")
+        try:
             z, pos = aggregate_generation(g, self.token_sets)
-            out.append(
-                {
-                    "logits": z.tolist(),
-                    "answer": g.text,
-                    "answer_index": parse_answer(g.text, self.classes, self.aliases),
-                    "position": pos.tolist(),
-                }
+        except ValueError as e:
+            return ItemFailure(str(e))
+        return {
+            "logits": z.tolist(),
+            "answer": g.text,
+            "answer_index": parse_answer(g.text, self.classes, self.aliases),
+            "position": pos.tolist(),
+            "filled": [int(c) for c in np.flatnonzero(pos < 0)],
+        }
+
+    def _next_token_record(
+        self, lp: dict[str, float] | ItemFailure
+    ) -> dict[str, Any] | ItemFailure:
+        if isinstance(lp, ItemFailure):
+            return lp
+        try:
+            z, filled = aggregate_next_token_filled(lp, self.token_sets)
+        except ValueError as e:
+            return ItemFailure(str(e))
+        return {
+            "logits": z.tolist(),
+            "answer": "",
+            "answer_index": int(np.argmax(z)),
+            "position": [-1 if f else 0 for f in filled],
+            "filled": [int(c) for c in np.flatnonzero(filled)],
+        }
+
+    def _score_batch(self, batch: list[str]) -> list[dict[str, Any] | ItemFailure]:
+        prompts = [self.prompt(t) for t in batch]
+        if self.mode == "next_token":
+            return backend_records(
+                lambda: self.backend.next_token_logprobs(prompts, self.token_sets.candidates),
+                lambda _, r: self._next_token_record(r),
+                len(prompts),
             )
-        return out
+        return backend_records(
+            lambda: self.backend.generate(
+                prompts, max_new_tokens=self.max_new_tokens, candidates=self.token_sets.candidates
+            ),
+            lambda _, r: self._record(r),
+            len(prompts),
+        )
 
     def score(
         self,
         texts: Sequence[str],
         labels: ArrayLike | Sequence[str] | None = None,
         ids: ArrayLike | None = None,
+        *,
+        on_error: OnError = "fail",
     ) -> Scores:
         """Score ``n`` texts.
 
@@ -261,16 +307,37 @@ class ClassificationScorer:
         texts : sequence of n str
         labels : n class names or class indices, optional
         ids : n ids, optional (default ``0..n-1``)
+        on_error : {"fail", "skip"}
+            What to do with items that could not be scored (an HTTP error after the retries, a
+            reply without usable log-probabilities, an empty answer ...). Either way they get no
+            score and are not cached, while every success is. ``"fail"``: stop at the first
+            batch with a failure and raise :class:`ItemsFailed` naming the item. ``"skip"``:
+            score everything else and return those rows only; ``meta["failures"]`` lists the
+            rest (``row`` = position in ``texts``, ``id``, ``reason``); if nothing succeeded,
+            raise :class:`ItemsFailed`.
 
         Returns
         -------
         Scores
-            ``logits`` (n, K): aggregated class log-probabilities (step 1); ``probs`` is the
-            uncalibrated softmax (step 2). ``meta`` holds ``model``, ``template``, ``mode``,
-            ``matching_tokens`` and per-item lists ``answer_text`` (generated answer),
-            ``answer_index`` (parsed class, -1 if unparsed) and ``max_position`` (output
-            position of each class's maximum), aligned with the rows.
+            ``logits`` (m, K): aggregated class log-probabilities (step 1) of the ``m`` rows
+            scored (``m = n`` unless items were skipped); ``probs`` is the uncalibrated softmax
+            (step 2); ``ids`` are the given ids (default: the row positions in ``texts``) of
+            those rows. ``meta`` holds ``model``, ``template``, ``mode``, ``matching_tokens``,
+            ``failures``, ``n_filled_missing`` (rows where a class was outside the server's
+            top-k and got its upper bound, see :mod:`calibkit.scoring.matching`),
+            ``filled_per_class`` and ``n_unparsed``; ``per_item`` holds ``answer_text``
+            (generated answer), ``answer_index`` (parsed class, -1 if unparsed),
+            ``max_position`` (output position of each class's maximum, -1 where filled) and
+            ``filled_missing`` (bool), aligned with the rows.
+
+        Raises
+        ------
+        ItemsFailed
+            ``on_error="fail"`` and an item failed, or every item failed.
+        KeyboardInterrupt
+            On Ctrl-C, with the message ``"N of M items cached; rerun to resume"``.
         """
+        check_on_error(on_error)
         if isinstance(texts, str):
             raise ValueError("texts must be a sequence of strings, not one string")
         texts = list(texts)
@@ -279,27 +346,34 @@ class ClassificationScorer:
             raise ValueError("texts is empty")
         for i, t in enumerate(texts):
             if not isinstance(t, str):
-                raise ValueError(f"texts[{i}] is {type(t).__name__}, expected str")
+                raise ValueError(f"texts[{i}] is {type(t).__name__} ({t!r}), expected a string")
         y = None if labels is None else _labels_to_index(labels, self.classes, n)
+        id_arr = None if ids is None else np.asarray(ids)
+        if id_arr is not None and id_arr.shape != (n,):
+            raise ValueError(f"ids must have shape ({n},), got {id_arr.shape}")
         prefix = self._key_prefix()
-        keys = [cache_key(*prefix, t) for t in texts]
-        order = sorted(range(n), key=lambda i: len(texts[i]))  # similar lengths share a batch
-        with ExitStack() as stack:
-            cache = open_cache(self.cache, stack)
-            recs_sorted = map_cached(
-                self._score_batch,
-                [texts[i] for i in order],
-                [keys[i] for i in order],
-                cache,
-                batch_size=self.batch_size,
-                desc=f"scoring ({self.mode})",
-                progress=self.progress,
-            )
-        recs: list[dict[str, Any]] = [{}] * n
-        for j, i in enumerate(order):
-            recs[i] = recs_sorted[j]
-        logits = np.asarray([r["logits"] for r in recs], dtype=np.float64)
-        answer_index = [int(r["answer_index"]) for r in recs]
+        stats: dict[str, int] = {}
+        self.last_run = stats
+        k = len(self.classes)
+        run = run_scorer(
+            self._score_batch,
+            texts,
+            [cache_key(*prefix, t) for t in texts],
+            self.cache,
+            ids=[str(i) if id_arr is None else str(id_arr[i]) for i in range(n)],
+            order=sorted(range(n), key=lambda i: len(texts[i])),  # similar lengths share a batch
+            check=lambda r: check_record(r, k),
+            on_error=on_error,
+            batch_size=self.batch_size,
+            desc=f"scoring ({self.mode})",
+            progress=self.progress,
+            stats=stats,
+        )
+        recs, ok, failures = run.records, run.ok, run.failures
+        good = [recs[i] for i in ok]
+        logits = np.asarray([r["logits"] for r in good], dtype=np.float64)
+        answer_index = [int(r["answer_index"]) for r in good]
+        filled = [list(r.get("filled", [])) for r in good]
         meta: dict[str, Any] = {
             "task": "classify",
             "model": self.backend.name,
@@ -307,17 +381,27 @@ class ClassificationScorer:
             "mode": self.mode,
             "max_new_tokens": self.max_new_tokens,
             "matching_tokens": self.token_sets.to_dict(),
-            "answer_text": [r["answer"] for r in recs],
-            "answer_index": answer_index,
-            "max_position": [list(r["position"]) for r in recs],
             "n_unparsed": sum(a < 0 for a in answer_index),
+            "n_filled_missing": sum(1 for f in filled if f),
+            "filled_per_class": {
+                c: sum(1 for f in filled if j in f) for j, c in enumerate(self.classes)
+            },
+            "failures": failures,
         }
+        per_item: dict[str, Any] = {
+            "answer_text": [r["answer"] for r in good],
+            "answer_index": answer_index,
+            "max_position": _object_array([list(r["position"]) for r in good]),
+            "filled_missing": np.asarray([bool(f) for f in filled], dtype=bool),
+        }
+        keep = np.asarray(ok, dtype=np.int64)
         return Scores(
             logits=logits,
-            labels=y,
+            labels=None if y is None else y[keep],
             classes=self.classes,
-            ids=np.zeros(0, dtype=np.int64) if ids is None else np.asarray(ids),
+            ids=keep if id_arr is None else id_arr[keep],
             meta=meta,
+            per_item=per_item,
         )
 
     def __repr__(self) -> str:
@@ -325,3 +409,10 @@ class ClassificationScorer:
             f"ClassificationScorer({self.backend.name!r}, classes={self.classes!r}, "
             f"mode={self.mode!r})"
         )
+
+
+def _object_array(values: list[Any]) -> NDArray[Any]:
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out

@@ -21,17 +21,25 @@ How ``M_c`` is built (:func:`matching_token_sets`):
    such labels. A label whose tokens all occur in other labels (``complaint`` vs
    ``not complaint`` without a distinct single token) raises ``ValueError``; give aliases.
 
-Without a tokenizer (HTTP backends), ``M_c`` = the variants themselves, i.e. each variant is taken
-to be one token, which holds for common words and single letters on most vocabularies. A token the
-backend did not report at some position (outside its top-k) counts as ``-inf`` there; a class no
-position reports at all gets the smallest log-probability reported for that item, an upper bound
-on its true value.
+Without a tokenizer (HTTP backends), ``M_c`` = the variants themselves, and a reported token also
+counts for ``c`` when it is a *prefix* of one of ``c``'s variants at least ``min(3, len(variant))``
+characters long and a prefix of no other class's variant (``prefix_match``): the server spells a
+multi-token name such as ``Sci/Tech`` as ``"Sci"``, ``"/"``, ``"Tech"``, and its first token
+``"Sci"`` is what a tokenizer would have put in ``M_c`` (rule 3).
+
+A token the backend did not report at a position (outside an HTTP server's top-k) is below every
+token it did report there. So a class that no position reports at all is *filled* with an upper
+bound on its true value: in ``next_token`` mode the smallest log-probability of all reported
+tokens at that position; in ``generate`` mode the largest, over the output positions, of each
+position's smallest reported log-probability (the class logit is a max over positions). The
+aggregators say which classes were filled; a position set with nothing reported is an error (no
+upper bound exists), never a score.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +51,7 @@ __all__ = [
     "TokenSets",
     "aggregate_generation",
     "aggregate_next_token",
+    "aggregate_next_token_filled",
     "label_variants",
     "matching_token_sets",
 ]
@@ -77,11 +86,48 @@ class TokenSets:
         ``M_c``: token strings whose log-probability counts for class ``c``.
     first_token : tuple of K bool
         Whether ``M_c`` came from first tokens (rule 3) or from distinctive tokens (rule 4).
+    prefix_match : bool
+        Also count a token that is a long-enough prefix of exactly one class's variants (no
+        tokenizer; module docstring).
+    variants : tuple of K tuples of str
+        Every surface variant of each class (shared ones included), for ``prefix_match``.
     """
 
     classes: tuple[str, ...]
     tokens: tuple[tuple[str, ...], ...]
     first_token: tuple[bool, ...]
+    prefix_match: bool = False
+    variants: tuple[tuple[str, ...], ...] = ()
+    _memo: dict[str, tuple[int, ...]] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False
+    )
+
+    def classes_of(self, token: str) -> tuple[int, ...]:
+        """Indices of the classes whose matching set holds ``token`` (usually zero or one)."""
+        hit = self._memo.get(token)
+        if hit is not None:
+            return hit
+        out = [c for c, ts in enumerate(self.tokens) if token in ts]
+        if self.prefix_match and token.strip():
+            n = len(token.strip())
+            starts = [
+                c
+                for c, vs in enumerate(self.variants)
+                if any(v.startswith(token) and n >= min(3, len(v.strip())) for v in vs)
+            ]
+            if len(starts) == 1 and starts[0] not in out:
+                # a prefix counts only when no other class's variant starts with it
+                others = [
+                    c
+                    for c, vs in enumerate(self.variants)
+                    if c != starts[0] and any(v.startswith(token) for v in vs)
+                ]
+                if not others:
+                    out.append(starts[0])
+        res = tuple(sorted(out))
+        if len(self._memo) < 100_000:
+            self._memo[token] = res
+        return res
 
     @property
     def candidates(self) -> list[str]:
@@ -103,6 +149,7 @@ def matching_token_sets(
     aliases: Mapping[str, Sequence[str]] | None = None,
     first_token_only: bool = False,
     case_variants: bool = True,
+    prefix_match: bool | None = None,
 ) -> TokenSets:
     """Build the matching token set of every class (rules in the module docstring).
 
@@ -119,6 +166,9 @@ def matching_token_sets(
         Refuse rule 4 (for ``next_token`` mode, where only the first position exists).
     case_variants : bool
         Include case variants (off for option letters, where ``a`` is a word).
+    prefix_match : bool or None
+        Count long-enough unambiguous prefixes of a class's variants (module docstring);
+        default: only without a tokenizer.
     """
     cls = [str(c) for c in classes]
     if len(cls) < 2:
@@ -149,7 +199,13 @@ def matching_token_sets(
                     f"class {cls[k]!r} has no surface form distinct from other classes"
                 )
             out.append(tuple(own))
-        return TokenSets(tuple(cls), tuple(out), tuple(True for _ in cls))
+        return TokenSets(
+            tuple(cls),
+            tuple(out),
+            tuple(True for _ in cls),
+            prefix_match=True if prefix_match is None else prefix_match,
+            variants=tuple(tuple(vs) for vs in variants),
+        )
 
     toks = [[[t for t in tokenize(v) if t.strip()] for v in vs] for vs in variants]
     firsts = [
@@ -182,17 +238,18 @@ def matching_token_sets(
             )
         out_tokens.append(tuple(own))
         first_flags.append(False)
-    return TokenSets(tuple(cls), tuple(out_tokens), tuple(first_flags))
+    return TokenSets(
+        tuple(cls),
+        tuple(out_tokens),
+        tuple(first_flags),
+        prefix_match=bool(prefix_match),
+        variants=tuple(tuple(vs) for vs in variants) if prefix_match else (),
+    )
 
 
 def _long_enough(token: str, variant: str) -> bool:
     """Rule 3's guard: a first token must cover ``min(3, len(variant))`` characters."""
     return len(token.strip()) >= min(_MIN_FIRST_CHARS, len(variant.strip()))
-
-
-def _floor(values: list[float], fallback: float) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return min(finite) if finite else fallback
 
 
 def aggregate_generation(gen: Generation, sets: TokenSets) -> tuple[np.ndarray, np.ndarray]:
@@ -201,40 +258,75 @@ def aggregate_generation(gen: Generation, sets: TokenSets) -> tuple[np.ndarray, 
     Returns
     -------
     logits : (K,) float64
-        ``max_{t in M_c, j} lp_j(t)``; unreported classes get the item's floor (module docstring).
+        ``max_{t in M_c, j} lp_j(t)``; a class reported at no position is filled with the upper
+        bound ``max_j min_t lp_j(t)`` (module docstring).
     position : (K,) int64
-        0-based output position where the maximum is attained, ``-1`` if never reported.
+        0-based output position where the maximum is attained, ``-1`` where filled.
+
+    Raises
+    ------
+    ValueError
+        The generation has no output position, or no position reports a log-probability.
     """
+    if not gen.logprobs:
+        raise ValueError("the generation has no output positions; nothing to score")
     k = len(sets.classes)
     logits = np.full(k, -np.inf)
     pos = np.full(k, -1, dtype=np.int64)
-    seen: list[float] = []
+    bound = -np.inf
     for j, d in enumerate(gen.logprobs):
-        seen.extend(d.values())
-        for c, ts in enumerate(sets.tokens):
-            for t in ts:
-                v = d.get(t)
-                if v is not None and v > logits[c]:
+        finite = [v for v in d.values() if np.isfinite(v)]
+        if finite:
+            bound = max(bound, min(finite))
+        for t, v in d.items():
+            if not np.isfinite(v):
+                continue
+            for c in sets.classes_of(t):
+                if v > logits[c]:
                     logits[c] = v
                     pos[c] = j
-    if not gen.logprobs:
-        raise ValueError("a generation has no output positions; cannot score it")
-    missing = ~np.isfinite(logits)
+    missing = pos < 0
     if missing.any():
-        logits[missing] = _floor(seen, -1e4)
+        if not np.isfinite(bound):
+            raise ValueError("no output position reports a log-probability; nothing to score")
+        logits[missing] = bound
     return logits, pos
+
+
+def aggregate_next_token_filled(
+    lp: Mapping[str, float], sets: TokenSets
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1 at the first answer position: ``max_{t in M_c} lp(t)`` and which classes were filled.
+
+    Returns
+    -------
+    logits : (K,) float64
+        A class with no reported token gets the smallest reported log-probability (an upper
+        bound on its true value when ``lp`` is a top-k list).
+    filled : (K,) bool
+
+    Raises
+    ------
+    ValueError
+        A class is missing and nothing at all was reported (no bound exists).
+    """
+    k = len(sets.classes)
+    logits = np.full(k, -np.inf)
+    for t, v in lp.items():
+        if not np.isfinite(v):
+            continue
+        for c in sets.classes_of(t):
+            if v > logits[c]:
+                logits[c] = v
+    filled = ~np.isfinite(logits)
+    if filled.any():
+        finite = [v for v in lp.values() if np.isfinite(v)]
+        if not finite:
+            raise ValueError("no log-probability reported at the answer position; nothing to score")
+        logits[filled] = min(finite)
+    return logits, filled
 
 
 def aggregate_next_token(lp: Mapping[str, float], sets: TokenSets) -> np.ndarray:
     """Step 1 at the first answer position only: ``max_{t in M_c} lp(t)``, shape (K,)."""
-    k = len(sets.classes)
-    logits = np.full(k, -np.inf)
-    for c, ts in enumerate(sets.tokens):
-        for t in ts:
-            v = lp.get(t)
-            if v is not None and v > logits[c]:
-                logits[c] = v
-    missing = ~np.isfinite(logits)
-    if missing.any():
-        logits[missing] = _floor(list(lp.values()), -1e4)
-    return logits
+    return aggregate_next_token_filled(lp, sets)[0]

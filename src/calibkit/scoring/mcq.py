@@ -7,11 +7,16 @@ softmax over the option letters' log-probabilities at the first answer position,
     p_i = exp(z_i) / sum_j exp(z_j),    z_i = max over the letter's tokens ("A", " A") of lp(token),
 
 (the paper's equation 1 is lost in the text extraction; this is the standard form it describes:
-a softmax restricted to the option letters). Questions with fewer options than the widest one get
+a softmax restricted to the option letters; :func:`~calibkit.scoring.option_probs.option_distribution`
+is its one implementation, shared with :mod:`calibkit.finetune`, and ``Scores.probs`` of the
+result equals it). Questions with fewer options than the widest one get
 the logit :data:`MISSING_OPTION_LOGIT` (``-1e4``: probability ``exp(-1e4) = 0`` in float64, yet
 finite, so every calibrator accepts the Scores) for the letters they lack. ``mode="generate"`` instead takes, per
 letter, the maximum over the first ``max_new_tokens`` output positions and parses the answer letter
 from the generated text.
+
+Failures (``on_error``), the cache and Ctrl-C behave as in
+:class:`~calibkit.scoring.classify.ClassificationScorer`: a failed item is never scored or cached.
 """
 
 from __future__ import annotations
@@ -19,26 +24,32 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
 from typing import Any, Literal
 
 import numpy as np
 
 from calibkit.scores import Scores
-from calibkit.scoring.backends.base import Backend, Prompt
-from calibkit.scoring.cache import ScoreCache, cache_key, map_cached
-from calibkit.scoring.classify import open_cache
+from calibkit.scoring._runner import (
+    OnError,
+    backend_records,
+    check_on_error,
+    check_record,
+    run_scorer,
+)
+from calibkit.scoring.backends.base import Backend, Generation, ItemFailure, Prompt
+from calibkit.scoring.cache import ScoreCache, cache_key
 from calibkit.scoring.matching import (
     TokenSets,
     aggregate_generation,
-    aggregate_next_token,
+    aggregate_next_token_filled,
     matching_token_sets,
 )
+from calibkit.scoring.option_probs import option_distribution
 from calibkit.scoring.prompts import MultipleChoiceTemplate, option_letters
 
-__all__ = ["MISSING_OPTION_LOGIT", "MultipleChoiceScorer", "parse_letter"]
+__all__ = ["MISSING_OPTION_LOGIT", "MultipleChoiceScorer", "option_distribution", "parse_letter"]
 
-_KEY_VERSION = "mcq-v1"
+_KEY_VERSION = "mcq-v2"  # v2: see classify._KEY_VERSION
 #: logit of an option letter past a question's last option
 MISSING_OPTION_LOGIT = -1e4
 
@@ -131,6 +142,8 @@ class MultipleChoiceScorer:
         self.cache = cache
         self.batch_size = batch_size
         self.progress = progress
+        #: counts of the last :meth:`score` call (see ClassificationScorer.last_run)
+        self.last_run: dict[str, int] = {}
         chat = self.template.chat
         self.chat: bool = (
             bool(getattr(backend, "has_chat_template", True)) if chat is None else chat
@@ -149,101 +162,142 @@ class MultipleChoiceScorer:
         """The prompt sent for one question."""
         return self.template.render(question, choices, chat=self.chat)
 
-    def score(self, items: Sequence[Any]) -> Scores:
-        """Score ``n`` questions (:class:`~calibkit.datasets.MCQItem` or mappings with
-        ``question``, ``choices``, optional ``answer`` index and ``id``).
-
-        Returns
-        -------
-        Scores
-            ``logits`` (n, K) letter log-probabilities (:data:`MISSING_OPTION_LOGIT` past an item's
-            last option),
-            ``classes`` ``("A", "B", ...)``, ``labels`` = answers when every item has one.
-            ``meta["answer_index"]`` is the parsed letter (generate mode) or the argmax.
-        """
-        if isinstance(items, str | bytes):
-            raise ValueError("items must be a sequence of questions")
-        parsed = [_as_item(it, i) for i, it in enumerate(items)]
-        if not parsed:
-            raise ValueError("items is empty")
-        widest = max(len(ch) for _, ch, _, _ in parsed)
-        k = self.n_options or widest
-        if widest > k:
-            raise ValueError(f"an item has {widest} options but n_options={k}")
-        sets = self.token_sets(k)
+    def _key_prefix(self, k: int, sets: TokenSets) -> tuple[str, ...]:
+        """Cache-key parts shared by every question of a run (backend, template, K, tokens)."""
         spec = json.dumps(
             {
                 "K": k,
                 "tokens": sets.to_dict(),
+                "prefix_match": sets.prefix_match,
                 "chat": self.chat,
                 "mode": self.mode,
                 "T": self.max_new_tokens if self.mode == "generate" else 1,
             },
             sort_keys=True,
         )
-        prefix = (_KEY_VERSION, self.backend.name, self.template.fingerprint(), spec)
-        keys = [cache_key(*prefix, q, json.dumps(ch)) for q, ch, _, _ in parsed]
+        return (_KEY_VERSION, self.backend.name, self.template.fingerprint(), spec)
 
-        def run(batch: list[tuple[str, tuple[str, ...]]]) -> list[dict[str, Any]]:
+    def _record(
+        self, g: Generation | dict[str, float] | ItemFailure, n_choices: int, sets: TokenSets
+    ) -> dict[str, Any] | ItemFailure:
+        if isinstance(g, ItemFailure):
+            return g
+        try:
+            if isinstance(g, Generation):
+                z, pos = aggregate_generation(g, sets)
+                filled = pos < 0
+                answer, idx = g.text, parse_letter(g.text, n_choices)
+            else:
+                z, filled = aggregate_next_token_filled(g, sets)
+                answer, idx = "", -1
+        except ValueError as e:
+            return ItemFailure(str(e))
+        z[n_choices:] = MISSING_OPTION_LOGIT
+        filled[n_choices:] = False
+        if idx < 0 and not isinstance(g, Generation):
+            idx = int(np.argmax(z))
+        return {
+            "logits": z.tolist(),
+            "answer": answer,
+            "answer_index": idx,
+            "filled": [int(c) for c in np.flatnonzero(filled)],
+        }
+
+    def score(self, items: Sequence[Any], *, on_error: OnError = "fail") -> Scores:
+        """Score ``n`` questions (:class:`~calibkit.datasets.MCQItem` or mappings with
+        ``question``, ``choices``, optional ``answer`` index and ``id``).
+
+        ``on_error`` as in :meth:`ClassificationScorer.score
+        <calibkit.scoring.classify.ClassificationScorer.score>`: ``"fail"`` raises
+        :class:`~calibkit.scoring.classify.ItemsFailed` naming the question, ``"skip"`` keeps
+        the questions scored and lists the others in ``meta["failures"]``.
+
+        Returns
+        -------
+        Scores
+            ``logits`` (m, K) letter log-probabilities (:data:`MISSING_OPTION_LOGIT` past an item's
+            last option),
+            ``classes`` ``("A", "B", ...)``, ``labels`` = answers when every item has one.
+            ``meta["answer_index"]`` is the parsed letter (generate mode) or the argmax;
+            ``meta["n_filled_missing"]`` counts rows where a letter was outside the server's
+            top-k (filled with its upper bound).
+        """
+        check_on_error(on_error)
+        if isinstance(items, str | bytes):
+            raise ValueError("items must be a sequence of questions")
+        parsed = [_as_item(it, i) for i, it in enumerate(items)]
+        if not parsed:
+            raise ValueError("items is empty")
+        n = len(parsed)
+        widest = max(len(ch) for _, ch, _, _ in parsed)
+        k = self.n_options or widest
+        if widest > k:
+            raise ValueError(f"an item has {widest} options but n_options={k}")
+        sets = self.token_sets(k)
+        prefix = self._key_prefix(k, sets)
+
+        def run(batch: list[tuple[str, tuple[str, ...]]]) -> list[dict[str, Any] | ItemFailure]:
             prompts = [self.prompt(q, ch) for q, ch in batch]
-            out: list[dict[str, Any]] = []
-            if self.mode == "next_token":
-                for (_, ch), lp in zip(
-                    batch, self.backend.next_token_logprobs(prompts, sets.candidates), strict=True
-                ):
-                    z = aggregate_next_token(lp, sets)
-                    z[len(ch) :] = MISSING_OPTION_LOGIT
-                    out.append(
-                        {"logits": z.tolist(), "answer": "", "answer_index": int(np.argmax(z))}
-                    )
-                return out
-            gens = self.backend.generate(
-                prompts, max_new_tokens=self.max_new_tokens, candidates=sets.candidates
-            )
-            for (_, ch), g in zip(batch, gens, strict=True):
-                z, _ = aggregate_generation(g, sets)
-                z[len(ch) :] = MISSING_OPTION_LOGIT
-                out.append(
-                    {
-                        "logits": z.tolist(),
-                        "answer": g.text,
-                        "answer_index": parse_letter(g.text, len(ch)),
-                    }
-                )
-            return out
 
-        order = sorted(
-            range(len(parsed)), key=lambda i: len(parsed[i][0]) + sum(map(len, parsed[i][1]))
-        )
-        with ExitStack() as stack:
-            cache = open_cache(self.cache, stack)
-            recs_sorted = map_cached(
-                run,
-                [(parsed[i][0], parsed[i][1]) for i in order],
-                [keys[i] for i in order],
-                cache,
-                batch_size=self.batch_size,
-                desc=f"scoring mcq ({self.mode})",
-                progress=self.progress,
+            def call() -> Sequence[Any]:
+                if self.mode == "next_token":
+                    return self.backend.next_token_logprobs(prompts, sets.candidates)
+                return self.backend.generate(
+                    prompts, max_new_tokens=self.max_new_tokens, candidates=sets.candidates
+                )
+
+            return backend_records(
+                call, lambda i, g: self._record(g, len(batch[i][1]), sets), len(prompts)
             )
-        recs: list[dict[str, Any]] = [{}] * len(parsed)
-        for j, i in enumerate(order):
-            recs[i] = recs_sorted[j]
-        logits = np.asarray([r["logits"] for r in recs], dtype=np.float64)
-        answers = [a for _, _, a, _ in parsed]
+
+        stats: dict[str, int] = {}
+        self.last_run = stats
+        ids_all = [iid for _, _, _, iid in parsed]
+        result = run_scorer(
+            run,
+            [(q, ch) for q, ch, _, _ in parsed],
+            [cache_key(*prefix, q, json.dumps(ch)) for q, ch, _, _ in parsed],
+            self.cache,
+            ids=ids_all,
+            order=sorted(range(n), key=lambda i: len(parsed[i][0]) + sum(map(len, parsed[i][1]))),
+            check=lambda r: check_record(r, k),
+            on_error=on_error,
+            batch_size=self.batch_size,
+            desc=f"scoring mcq ({self.mode})",
+            progress=self.progress,
+            stats=stats,
+            noun="question",
+        )
+        recs, ok, failures = result.records, result.ok, result.failures
+        good = [recs[i] for i in ok]
+        logits = np.asarray([r["logits"] for r in good], dtype=np.float64)
+        answers = [parsed[i][2] for i in ok]
         labels = None if any(a is None for a in answers) else np.asarray(answers, dtype=np.int64)
+        filled = [list(r.get("filled", [])) for r in good]
+        letters = option_letters(k)
         meta = {
             "task": "mcq",
             "model": self.backend.name,
             "template": self.template.fingerprint(),
             "mode": self.mode,
             "matching_tokens": sets.to_dict(),
-            "n_options": [len(ch) for _, ch, _, _ in parsed],
-            "answer_text": [r["answer"] for r in recs],
-            "answer_index": [int(r["answer_index"]) for r in recs],
+            "n_unparsed": sum(int(r["answer_index"]) < 0 for r in good),
+            "n_filled_missing": sum(1 for f in filled if f),
+            "filled_per_class": {
+                c: sum(1 for f in filled if j in f) for j, c in enumerate(letters)
+            },
+            "failures": failures,
         }
-        ids = np.asarray([iid for _, _, _, iid in parsed], dtype=object)
-        return Scores(logits=logits, labels=labels, classes=option_letters(k), ids=ids, meta=meta)
+        per_item: dict[str, Any] = {
+            "n_options": np.asarray([len(parsed[i][1]) for i in ok], dtype=np.int64),
+            "answer_text": [r["answer"] for r in good],
+            "answer_index": np.asarray([int(r["answer_index"]) for r in good], dtype=np.int64),
+            "filled_missing": np.asarray([bool(f) for f in filled], dtype=bool),
+        }
+        ids = np.asarray([ids_all[i] for i in ok], dtype=object)
+        return Scores(
+            logits=logits, labels=labels, classes=letters, ids=ids, meta=meta, per_item=per_item
+        )
 
     def __repr__(self) -> str:
         return f"MultipleChoiceScorer({self.backend.name!r}, mode={self.mode!r})"

@@ -32,6 +32,7 @@ __all__ = [
     "MCQ_SYSTEM",
     "MultipleChoiceTemplate",
     "PromptTemplate",
+    "mcq_user_message",
     "option_letters",
 ]
 
@@ -78,6 +79,18 @@ def option_letters(n: int) -> tuple[str, ...]:
     if not 1 <= n <= len(_LETTERS):
         raise ValueError(f"number of options must be in [1, 26], got {n}")
     return tuple(_LETTERS[:n])
+
+
+def mcq_user_message(question: str, choices: Sequence[str], hint: str = MCQ_HINT) -> str:
+    """The user message of table 1 of paper 002: question, ``Options:``, ``A. <choice>`` lines, hint.
+
+    The one rendering of a multiple-choice question, shared by :class:`MultipleChoiceTemplate`
+    (scoring) and :func:`calibkit.finetune.data.format_user_prompt` (fine-tuning), so a model is
+    scored on exactly the prompt it was fine-tuned on. ``question`` is used as given.
+    """
+    letters = option_letters(len(choices))
+    opts = "\n".join(f"{lt}. {c}" for lt, c in zip(letters, choices, strict=True))
+    return f"{question}\nOptions:\n{opts}\n{hint}"
 
 
 def _fingerprint(obj: Any) -> str:
@@ -301,9 +314,7 @@ class MultipleChoiceTemplate:
         return hash(self.fingerprint())
 
     def _user(self, question: str, choices: Sequence[str]) -> str:
-        letters = option_letters(len(choices))
-        opts = "\n".join(f"{lt}. {c}" for lt, c in zip(letters, choices, strict=True))
-        return f"{question}\nOptions:\n{opts}\n{self.hint}"
+        return mcq_user_message(question, choices, self.hint)
 
     def render(self, question: str, choices: Sequence[str], *, chat: bool | None = None) -> Prompt:
         """The prompt for one question with ``len(choices)`` (2-26) options."""

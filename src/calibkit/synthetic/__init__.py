@@ -32,7 +32,6 @@ from calibkit.synthetic.generate import (
 from calibkit.synthetic.prompts import (
     SCENARIOS,
     TASKS,
-    TaskSpec,
     generation_messages,
     generation_prompt,
     get_task,
@@ -40,6 +39,7 @@ from calibkit.synthetic.prompts import (
     revised_confidence,
 )
 from calibkit.synthetic.toy import ToyResult, plot_toy, simulate_logistic, toy_example
+from calibkit.tasks import TaskSpec
 
 __all__ = [
     "SCENARIOS",

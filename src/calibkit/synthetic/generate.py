@@ -34,14 +34,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from calibkit.scoring.backends.base import ItemFailure
 from calibkit.synthetic.gaps import GapReport
 from calibkit.synthetic.prompts import (
-    TaskSpec,
     generation_messages,
     relabel_template,
     revised_confidence,
     to_percent,
 )
+from calibkit.tasks import TaskSpec
 
 if TYPE_CHECKING:
     from calibkit.scoring.backends.base import Backend, ChatMessage
@@ -303,6 +304,7 @@ class SyntheticGenerator:
         self.cache = cache
         self.batch_size = batch_size
         self.progress = progress
+        self.n_failed = 0  # requests of the last generate() call the backend failed on
 
     def prompt(self, request: GenerationRequest) -> list[ChatMessage]:
         """Chat messages for one request (system: appendix C; user: appendix A)."""
@@ -325,7 +327,7 @@ class SyntheticGenerator:
             str(self.max_new_tokens),
         )
 
-    def _run(self, prompts: list[list[ChatMessage]]) -> list[str]:
+    def _run(self, prompts: list[list[ChatMessage]]) -> list[str | ItemFailure]:
         gens = self.backend.generate(
             prompts,
             max_new_tokens=self.max_new_tokens,
@@ -333,10 +335,12 @@ class SyntheticGenerator:
         )
         if len(gens) != len(prompts):
             raise ValueError(f"backend returned {len(gens)} generations for {len(prompts)} prompts")
-        return [g.text for g in gens]
+        return [g if isinstance(g, ItemFailure) else g.text for g in gens]
 
-    def raw(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        """The LLM's raw answer to every request (cached)."""
+    def raw(self, requests: Sequence[GenerationRequest]) -> list[str | ItemFailure]:
+        """The LLM's raw answer to every request (cached), or the
+        :class:`~calibkit.scoring.backends.base.ItemFailure` of a request that failed (not
+        cached: a rerun tries it again)."""
         from calibkit.scoring.cache import map_cached
 
         prompts = [self.prompt(r) for r in requests]
@@ -357,7 +361,11 @@ class SyntheticGenerator:
         """Parsed utterances of every request (up to ``n_utterances`` each, copies of the source
         text dropped), not yet relabeled."""
         out = []
+        self.n_failed = 0
         for r, answer in zip(requests, self.raw(requests), strict=True):
+            if isinstance(answer, ItemFailure):
+                self.n_failed += 1  # no text is made up for a failed request
+                continue
             pct = r.target_percent
             source = _norm(r.text)
             for u in parse_utterances(answer, self.n_utterances):
@@ -391,7 +399,9 @@ def relabel(
     kept : list of SyntheticText
         Texts whose LLM class equals their label, with ``relabel`` filled in.
     predicted : (n,) int64
-        The LLM's class of every input text (argmax of the class logits).
+        The LLM's class of every input text (argmax of the class logits); ``-1`` where the
+        backend failed on the text (such a text is not kept). If every text fails, the
+        scorer's ``ItemsFailed`` is raised.
     """
     from calibkit.scoring.classify import ClassificationScorer
 
@@ -407,8 +417,9 @@ def relabel(
         batch_size=batch_size,
         progress=progress,
     )
-    scores = scorer.score([s.text for s in items])
-    pred = scores.prediction
+    scores = scorer.score([s.text for s in items], ids=np.arange(len(items)), on_error="skip")
+    pred = np.full(len(items), -1, dtype=np.int64)
+    pred[np.asarray(scores.ids, dtype=np.int64)] = scores.prediction
     kept = [replace(s, relabel=int(p)) for s, p in zip(items, pred, strict=True) if p == s.label]
     return kept, pred
 
@@ -431,8 +442,9 @@ def generate_synthetic(
     -------
     kept : list of SyntheticText
     stats : dict
-        ``requests``, ``generated`` (parsed utterances), ``kept`` and ``unparsed`` (requests
-        whose answer yielded no utterance).
+        ``requests``, ``generated`` (parsed utterances), ``kept``, ``unparsed`` (requests
+        whose answer yielded no utterance, failed ones included), ``failed_generation``
+        (requests the backend failed on) and ``failed_relabel`` (texts it failed to classify).
     """
     with ExitStack() as stack:
         c = _open_cache(cache, stack)
@@ -446,12 +458,14 @@ def generate_synthetic(
             progress=progress,
         )
         texts = gen.generate(requests)
-        kept, _ = relabel(backend, task, texts, mode=relabel_mode, cache=c, progress=progress)
+        kept, pred = relabel(backend, task, texts, mode=relabel_mode, cache=c, progress=progress)
     sources = {t.source for t in texts}
     stats = {
         "requests": len(requests),
         "generated": len(texts),
         "kept": len(kept),
         "unparsed": sum(1 for r in requests if r.source not in sources),
+        "failed_generation": gen.n_failed,
+        "failed_relabel": int(np.sum(pred < 0)),
     }
     return kept, stats

@@ -31,11 +31,12 @@ asking for one class name; :func:`relabel_template` builds it for
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from calibkit.tasks import DataSource, TaskSpec
 
 if TYPE_CHECKING:
     from calibkit.scoring.backends.base import ChatMessage
@@ -64,89 +65,9 @@ GENERATION_TEMPLATE = (
 )
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """A binary (or K-class) text classification task as the LLM sees it (appendix C).
-
-    Attributes
-    ----------
-    name : str
-    classes : tuple of str
-        Class names in label-index order (``classes[1]`` is the positive class, ``P(y=1)``).
-    descriptions : mapping class -> str
-        What follows "which is" in appendix C.
-    examples : mapping class -> tuple of str
-        Example utterances per class (three in the paper).
-    """
-
-    name: str
-    classes: tuple[str, ...]
-    descriptions: Mapping[str, str] = field(default_factory=dict)
-    examples: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        cls = tuple(str(c) for c in self.classes)
-        if len(cls) < 2 or len(set(cls)) != len(cls):
-            raise ValueError(f"classes must be >= 2 distinct names, got {cls}")
-        object.__setattr__(self, "classes", cls)
-        for what, mapping in (("descriptions", self.descriptions), ("examples", self.examples)):
-            extra = sorted(set(mapping) - set(cls))
-            if extra:
-                raise ValueError(f"{what} name unknown classes {extra}; classes are {list(cls)}")
-        object.__setattr__(self, "descriptions", dict(self.descriptions))
-        object.__setattr__(
-            self, "examples", {c: tuple(str(t) for t in v) for c, v in self.examples.items()}
-        )
-
-    @classmethod
-    def from_data(
-        cls,
-        name: str,
-        classes: Sequence[str],
-        texts: Sequence[str],
-        labels: Sequence[int],
-        *,
-        descriptions: Mapping[str, str] | None = None,
-        n_examples: int = 3,
-        seed: int = 0,
-    ) -> TaskSpec:
-        """A task whose examples are ``n_examples`` training texts per class drawn with ``seed``
-        (for datasets without a hand-written appendix C entry)."""
-        y = np.asarray(labels, dtype=np.int64)
-        if len(texts) != y.shape[0]:
-            raise ValueError(f"texts and labels differ in length: {len(texts)} vs {y.shape[0]}")
-        rng = np.random.default_rng(seed)
-        ex: dict[str, tuple[str, ...]] = {}
-        for k, c in enumerate(classes):
-            idx = np.flatnonzero(y == k)
-            if idx.size == 0:
-                raise ValueError(f"class {c!r} has no training text to use as an example")
-            pick = rng.choice(idx, size=min(n_examples, idx.size), replace=False)
-            ex[str(c)] = tuple(str(texts[i]) for i in sorted(pick))
-        return cls(name, tuple(classes), dict(descriptions or {}), ex)
-
-    def template(self, **kwargs: object) -> PromptTemplate:
-        """The appendix C description as a :class:`~calibkit.scoring.PromptTemplate` (grouped
-        few-shot examples); ``kwargs`` override its other fields."""
-        from calibkit.scoring.prompts import PromptTemplate
-
-        examples = [(t, c) for c in self.classes for t in self.examples.get(c, ())]
-        return PromptTemplate(
-            label_descriptions=dict(self.descriptions),
-            examples=examples,
-            few_shot_style="grouped",
-            **kwargs,  # type: ignore[arg-type]
-        )
-
-    def system_prompt(self) -> str:
-        """Table 7's system prompt: "Consider the task of classifying between the following
-        classes (along with some examples): 1. <class>, which is <definition>. Some examples of
-        utterances include: ..."."""
-        return self.template().task_description(self.classes)
-
-
 # Appendix C, Table 7 (TC = twitter_complaints, SUBJ = subj, B77 = banking77 age_limit vs
-# atm_support, SE = SentEval CR = cr). Classes are in the datasets' label_id order.
+# atm_support, SE = SentEval CR = cr). Classes are in the datasets' label_id order; every task
+# reads its built-in dataset (banking77: only the two intents).
 TASKS: dict[str, TaskSpec] = {
     "twitter_complaints": TaskSpec(
         "twitter_complaints",
@@ -175,6 +96,7 @@ TASKS: dict[str, TaskSpec] = {
                 "in stock anymore?",
             ),
         },
+        data=DataSource(dataset="twitter_complaints"),
     ),
     "subj": TaskSpec(
         "subj",
@@ -207,6 +129,7 @@ TASKS: dict[str, TaskSpec] = {
                 "humor or the feel of poetic tragedy.",
             ),
         },
+        data=DataSource(dataset="subj"),
     ),
     "banking77": TaskSpec(
         "banking77",
@@ -229,6 +152,7 @@ TASKS: dict[str, TaskSpec] = {
                 "Do you know the closest ATM?",
             ),
         },
+        data=DataSource(dataset="banking77", unknown_labels="drop"),
     ),
     "cr": TaskSpec(
         "cr",
@@ -256,6 +180,7 @@ TASKS: dict[str, TaskSpec] = {
                 "nice for when you are holding it in the palm of your hand.",
             ),
         },
+        data=DataSource(dataset="cr"),
     ),
 }
 _TASK_ALIASES = {"tc": "twitter_complaints", "b77": "banking77", "se": "cr", "sst": "cr"}

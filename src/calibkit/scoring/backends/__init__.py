@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from calibkit.scoring.backends.base import Backend, ChatMessage, Generation, Prompt
+from calibkit.scoring.backends.base import Backend, ChatMessage, Generation, ItemFailure, Prompt
 
-__all__ = ["Backend", "ChatMessage", "Generation", "Prompt", "make_backend"]
+__all__ = ["Backend", "ChatMessage", "Generation", "ItemFailure", "Prompt", "make_backend"]
 
 
 def make_backend(
@@ -21,21 +21,19 @@ def make_backend(
     batch_size: int = 8,
     **kwargs: Any,
 ) -> Backend:
-    """A backend for a model spec.
+    """A backend for a model spec, built by the factory registered for its prefix.
 
     Parameters
     ----------
     model : str, path or None
-        ``"openai:<base_url>::<model>"`` -> :class:`~calibkit.scoring.backends.openai_http.
-        OpenAICompatibleBackend` (``kwargs`` go to its constructor); otherwise a local model
-        (``None``/``"smollm2"``, ``"gemma3-270m"``, a ``.gguf`` file, a folder or a hub id) ->
-        :class:`~calibkit.scoring.backends.transformers_backend.TransformersBackend` with
-        ``batch_size`` (``kwargs``: ``cache_dir``, ``dtype``, ``prefix_reuse`` ...).
+        ``"openai:<base_url>::<model>[?api_key_env=NAME&...]"`` -> :class:`~calibkit.scoring.
+        backends.openai_http.OpenAICompatibleBackend` (``kwargs`` go to its constructor);
+        ``"hf:<id or folder>"``, ``"gguf:<file>"`` or no prefix (``None``/``"smollm2"``,
+        ``"gemma3-270m"``, a ``.gguf`` file, a folder or a hub id) -> :class:`~calibkit.scoring.
+        backends.transformers_backend.TransformersBackend` with ``batch_size`` (``kwargs``:
+        ``cache_dir``, ``dtype``, ``prefix_reuse`` ...); any prefix added with
+        :func:`calibkit.scoring.backends.registry.register_backend`.
     """
-    from calibkit.scoring.backends.openai_http import OpenAICompatibleBackend, is_openai_spec
+    from calibkit.scoring.backends.registry import make_backend as from_registry
 
-    if is_openai_spec(model):
-        return OpenAICompatibleBackend.from_spec(str(model), **kwargs)
-    from calibkit.scoring.backends.transformers_backend import TransformersBackend
-
-    return TransformersBackend.from_pretrained(model, batch_size=batch_size, **kwargs)
+    return from_registry(model, batch_size=batch_size, **kwargs)

@@ -27,7 +27,9 @@ whole sequence fits in the window.
 
 Encoder-decoder models run the encoder once per batch and decode greedily; no prefix reuse.
 
-Log-probabilities are ``log_softmax`` over the full vocabulary, in float32. Candidate token
+The KV cache is a ``transformers.DynamicCache`` object passed as ``cache=`` (the current API;
+``past_key_values=`` on transformers versions before its rename), so no deprecation warning is
+emitted. Log-probabilities are ``log_softmax`` over the full vocabulary, in float32. Candidate token
 strings are matched to *every* vocabulary id whose single-token decoding equals the string; when
 several ids match, the largest log-probability is reported.
 """
@@ -46,6 +48,18 @@ from calibkit.scoring.backends.base import Generation, Prompt
 __all__ = ["TransformersBackend"]
 
 _EXTRA_EOS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "<eos>", "</s>")
+
+
+def _cache_keyword(model: Any) -> str:
+    """``"cache"`` when ``model.forward`` takes the current Cache-object argument of that name
+    (transformers 5.x), else the older ``"past_key_values"``."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins / C extensions
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
@@ -113,6 +127,7 @@ class TransformersBackend:
         self._anchors: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
         self._last_common: list[int] = []
         self._eos: set[int] = self._eos_ids()
+        self._cache_kw = _cache_keyword(model)
         if tokenizer.pad_token_id is None:
             raise ValueError("tokenizer has no pad token; set tokenizer.pad_token first")
         self.stats: dict[str, int] = {"forward_tokens": 0, "reused_tokens": 0, "prompts": 0}
@@ -299,6 +314,66 @@ class TransformersBackend:
                 results[i] = Generation(text=text, tokens=toks, logprobs=steps[r])
         return [g for g in results if g is not None]
 
+    def sample(
+        self, prompts: Sequence[Prompt], params: Any, max_new_tokens: int = 64
+    ) -> list[list[Generation]]:
+        """``params.n`` sampled answers per prompt (:class:`~calibkit.scoring.sampling.
+        SamplingParams`), batched.
+
+        Sample ``j`` of a prompt is drawn with its own ``torch.Generator`` seeded from
+        ``params.seed + j`` and the prompt's token ids, so it does not depend on the batch it ran
+        in. ``logprobs[t]`` holds the full-distribution (untempered) log-probability of the token
+        drawn at position ``t``. Returns ``n_prompts`` lists of ``n`` Generations.
+        """
+        import torch
+
+        from calibkit.scoring.sampling import SamplingParams, row_seed, sample_token
+
+        if not isinstance(params, SamplingParams):
+            raise ValueError(f"params must be SamplingParams, got {type(params).__name__}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        vocab = self._vocab_strings()
+        ids = [self.encode(p) for p in prompts]
+        rows = [(i, j) for i in range(len(ids)) for j in range(params.n)]
+        out: list[list[Generation]] = [[] for _ in ids]
+        slots: dict[tuple[int, int], Generation] = {}
+        for idx, state in self._batches([ids[i] for i, _ in rows]):
+            b = len(idx)
+            gens = [
+                torch.Generator().manual_seed(row_seed(params.seed + rows[r][1], ids[rows[r][0]]))
+                for r in idx
+            ]
+            chosen: list[list[int]] = [[] for _ in range(b)]
+            steps: list[list[dict[str, float]]] = [[] for _ in range(b)]
+            done = np.zeros(b, dtype=bool)
+            for step in range(max_new_tokens):
+                logp = state["logprobs"]
+                nxt = torch.argmax(logp, dim=-1)
+                for r in range(b):
+                    if done[r]:
+                        continue
+                    t = sample_token(logp[r], params, gens[r])
+                    nxt[r] = t
+                    chosen[r].append(t)
+                    steps[r].append({vocab[t]: float(logp[r, t])})
+                    if t in self._eos:
+                        done[r] = True
+                if done.all() or step == max_new_tokens - 1:
+                    break
+                state = self._step(state, nxt)
+            for r, k in enumerate(idx):
+                text_ids = [t for t in chosen[r] if t not in self._eos]
+                text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+                slots[rows[k]] = Generation(
+                    text=text, tokens=[vocab[t] for t in chosen[r]], logprobs=steps[r]
+                )
+        for i, j in rows:
+            out[i].append(slots[(i, j)])
+        return out
+
     # ------------------------------------------------------------------ internals
     def _candidate_ids(self, candidates: Sequence[str]) -> dict[str, np.ndarray]:
         if isinstance(candidates, str):
@@ -323,6 +398,11 @@ class TransformersBackend:
                 self._prefill_seq2seq(batch) if self.is_encoder_decoder else self._prefill(batch)
             )
             yield idx, state
+
+    def _cache_arg(self, cache: Any) -> dict[str, Any]:
+        """The KV-cache keyword argument of ``model.forward`` (``cache`` on transformers >= 5.x,
+        where ``past_key_values`` is deprecated; ``past_key_values`` before)."""
+        return {self._cache_kw: cache}
 
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
@@ -371,7 +451,7 @@ class TransformersBackend:
             input_ids=x,
             attention_mask=torch.ones_like(x),
             position_ids=torch.arange(len(common), device=self.device)[None],
-            past_key_values=cache,
+            **self._cache_arg(cache),
             use_cache=True,
             logits_to_keep=1,
         )
@@ -410,7 +490,7 @@ class TransformersBackend:
                 input_ids=x.to(dev),
                 attention_mask=mask.to(dev),
                 position_ids=pos.to(dev),
-                past_key_values=cache,
+                **self._cache_arg(cache),
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -431,7 +511,7 @@ class TransformersBackend:
                     encoder_outputs=state["encoder"],
                     attention_mask=state["mask"].to(dev),
                     decoder_input_ids=nxt[:, None].to(dev),
-                    past_key_values=state["cache"],
+                    **self._cache_arg(state["cache"]),
                     use_cache=True,
                 )
                 logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
@@ -442,7 +522,7 @@ class TransformersBackend:
                 input_ids=nxt[:, None].to(dev),
                 attention_mask=mask.to(dev),
                 position_ids=pos[:, None].to(dev),
-                past_key_values=state["cache"],
+                **self._cache_arg(state["cache"]),
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -473,7 +553,7 @@ class TransformersBackend:
                 encoder_outputs=enc,
                 attention_mask=mask.to(dev),
                 decoder_input_ids=torch.full((b, 1), int(start), dtype=torch.long, device=dev),
-                past_key_values=cache,
+                **self._cache_arg(cache),
                 use_cache=True,
             )
             self.stats["forward_tokens"] += int(mask.sum()) + b
