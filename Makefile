@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - install, then run the offline demo (bundled SmolLM2 + bundled SUBJ sample)
+#   make demo   - install, then run the offline demo (bundled SmolLM2 + bundled SST-2 sample)
 #   make test   - install, then run the whole test suite (what CI runs)
 # setup installs calibkit[dev,scale]: the test tools, DuckDB, lm-eval and CPU-only Ray Data, so
 # the Ray, lm-eval and out-of-core tests run rather than skip.

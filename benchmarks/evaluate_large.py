@@ -97,7 +97,8 @@ def _schema(pa: Any, names: list[str]) -> Any:
 def run_calibkit(folder: Path, k: int, ray: bool) -> dict[str, Any]:
     import calibkit.cli.evaluate  # imports outside the timed call
     import calibkit.io  # noqa: F401
-    from calibkit.metrics.out_of_core import _arrow, evaluate_parquet
+    from calibkit.metrics.out_of_core import evaluate_parquet
+    from calibkit.metrics.parquet_source import _arrow
 
     _arrow()
     kw: dict[str, Any] = {}

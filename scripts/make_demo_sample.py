@@ -4,7 +4,11 @@
 
 * ``subj_sample.csv``: 300 SUBJ sentences, 150 objective + 150 subjective, drawn with
   ``numpy.random.default_rng(0)`` (``--seed``), rows shuffled with the same generator;
-* ``arc_challenge_sample.jsonl``: 100 ARC-Challenge test questions drawn likewise.
+* ``arc_challenge_sample.jsonl``: 100 ARC-Challenge test questions drawn likewise;
+* ``sst2_sample.csv``: 300 SST-2 test sentences (150 negative + 150 positive, ``split=test``) plus
+  the 4 short training sentences (2 per class, ``split=train``) that ``calibkit demo`` shows as
+  in-context examples: exactly the items and examples of ``calibkit cascade``'s SST-2 sample
+  (seed 0), whose SmolLM2 4-shot scores are the committed fixture ``sst2__smollm2-fs.parquet``.
 
 The output is deterministic: rerunning the script reproduces the files byte for byte.
 """
@@ -28,6 +32,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-subj", type=int, default=300)
     ap.add_argument("--n-arc", type=int, default=100)
+    ap.add_argument("--n-sst2", type=int, default=300)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
 
@@ -51,7 +56,33 @@ def main() -> None:
         for i in pick:
             row = json.loads(lines[i])
             fh.write(json.dumps({k: row[k] for k in keep if k in row}, ensure_ascii=False) + "\n")
-    print(f"wrote {len(out)} SUBJ rows and {len(pick)} ARC-Challenge questions to {OUT}")
+    n_sst2 = _sst2_sample(args.data_dir, args.seed, args.n_sst2)
+    print(
+        f"wrote {len(out)} SUBJ rows, {len(pick)} ARC-Challenge questions and {n_sst2} SST-2 rows "
+        f"to {OUT}"
+    )
+
+
+def _sst2_sample(data_dir: str | None, seed: int, n: int) -> int:
+    """``sst2_sample.csv``: the ``n`` balanced SST-2 test items of ``calibkit cascade``'s sample
+    (``calibkit.experiments.cascade.sample_items("sst2", n, seed)``, in its order, ``split=test``)
+    followed by its 4 in-context examples (``split=train``, in prompt order), so the demo's
+    scores can be checked against the committed fixture ``tests/fixtures/ensemble/
+    sst2__smollm2-fs.parquet``."""
+    from calibkit.experiments.cascade import sample_items
+
+    texts, labels, ids, demos = sample_items("sst2", n, seed, data_dir)
+    classes = ["negative", "positive"]
+    rows = [
+        (t, lab, classes.index(lab), "test", i)
+        for t, lab, i in zip(texts, labels, ids, strict=True)
+    ]
+    rows += [(t, lab, classes.index(lab), "train", "") for t, lab in demos[:4]]
+    import pandas as pd
+
+    out = pd.DataFrame(rows, columns=["text", "label", "label_id", "split", "id"])
+    out.to_csv(OUT / "sst2_sample.csv", index=False, lineterminator="\n")
+    return len(out)
 
 
 if __name__ == "__main__":

@@ -490,9 +490,16 @@ def test_empty_completion_is_an_item_failure(server, sst2, mode, tmp_path):
 # (f) issue #14 item 5: sampling with n and seed
 
 
+def _text(reply: requests.Response) -> str:
+    return str(reply.json()["choices"][0]["message"]["content"])
+
+
 def test_server_dialect_n_and_seed(server):
-    """What this server does with ``n`` and ``seed`` (the backend must cope): ``seed`` is
-    honoured, ``n`` is ignored (one choice per request)."""
+    """What this server does with ``n`` and ``seed`` (the backend must cope): ``n`` is ignored
+    (one choice per request); ``seed`` is honoured given the same prompt-cache state. A prompt
+    evaluated afresh and one found in the server's prefix cache give slightly different logits,
+    and at temperature 1 that can change the sample (seed 8: "The colour is the shade of pink"
+    after another prompt, "The colour I mentioned is red" when the prompt was cached)."""
     body = {
         "model": "smollm2",
         "messages": [{"role": "user", "content": "Name a colour."}],
@@ -501,32 +508,51 @@ def test_server_dialect_n_and_seed(server):
         "n": 3,
         "seed": 7,
     }
+    other = {**body, "messages": [{"role": "user", "content": "Tell me a joke."}], "seed": 1}
+    server.post("chat/completions", {**body, "max_tokens": 1})  # the prompt is now cached
     a = server.post("chat/completions", body).json()
     b = server.post("chat/completions", body).json()
-    texts = {
-        s: server.post("chat/completions", {**body, "seed": s}).json()["choices"][0]["message"][
-            "content"
-        ]
-        for s in range(8)
-    }
+    cached = {s: _text(server.post("chat/completions", {**body, "seed": s})) for s in range(8)}
+    fresh = {}
+    for s in range(8):
+        server.post("chat/completions", other)  # evict the prompt from the prefix cache
+        fresh[s] = _text(server.post("chat/completions", {**body, "seed": s}))
     _report(
-        "n and seed", n_choices=len(a["choices"]), distinct_over_8_seeds=len(set(texts.values()))
+        "n and seed",
+        n_choices=len(a["choices"]),
+        distinct_over_8_seeds=len(set(cached.values())),
+        seeds_where_fresh_differs_from_cached=[s for s in range(8) if fresh[s] != cached[s]],
     )
     assert len(a["choices"]) == 1  # n ignored
     assert a["choices"][0]["message"] == b["choices"][0]["message"]  # seed honoured
-    assert len(set(texts.values())) > 1  # and it is a real sample
+    assert cached[7] == a["choices"][0]["message"]["content"]
+    assert len(set(cached.values())) > 1  # and it is a real sample
 
 
-@pytest.mark.xfail(strict=False, reason="issue #14: no sampling in the backend protocol yet")
 def test_sampling_with_n_and_seed(server):
-    backend = _http(server)
+    """Issue #14 item 5: n seeded samples per prompt through the backend, on a server that
+    ignores ``n``. One request at a time and the prompt cached first: the server's samples
+    are reproducible only for the same prompt-cache state (see the test above)."""
+    from calibkit.scoring.backends.base import Generation
+    from calibkit.scoring.sampling import SamplingParams
+
+    backend = _http(server, max_concurrency=1)
     prompt = [{"role": "user", "content": "Name a colour."}]
-    sample = backend.sample  # issue #14: n samples per prompt at a temperature, seeded
-    a = sample([prompt], n=3, temperature=1.0, seed=7, max_new_tokens=8)
-    b = sample([prompt], n=3, temperature=1.0, seed=7, max_new_tokens=8)
-    assert len(a) == 1 and len(a[0]) == 3  # n honoured (by several requests if need be)
+    params = SamplingParams(temperature=1.0, seed=7, n=3)
+    backend.generate([prompt], max_new_tokens=1)  # caches the prompt in the server
+    a = backend.sample([prompt], params, max_new_tokens=8)
+    b = backend.sample([prompt], params, max_new_tokens=8)
+    other = backend.sample([prompt], SamplingParams(temperature=1.0, seed=100, n=3), 8)
+    _report(
+        "sampling",
+        seed7=[getattr(g, "text", g) for g in a[0]],
+        seed100=[getattr(g, "text", g) for g in other[0]],
+    )
+    assert len(a) == 1 and len(a[0]) == 3  # n honoured, though this server ignores "n"
+    assert all(isinstance(g, Generation) for g in a[0] + b[0])
     assert [g.text for g in a[0]] == [g.text for g in b[0]]  # reproducible under a seed
     assert len({g.text for g in a[0]}) > 1  # distinct samples, not one repeated
+    assert [g.text for g in a[0]] != [g.text for g in other[0]]  # the seed matters
 
 
 # --------------------------------------------------------------------------------------------

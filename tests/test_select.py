@@ -292,3 +292,27 @@ def test_temperature_is_not_affected() -> None:
     t = TemperatureScaling().fit(z, y)
     v = VectorScaling().fit(z, y)
     assert t.temperature_ > 1.5 and v.coef_.shape == (3,)
+
+
+def test_auto_passes_over_a_winner_that_inverts_the_scores() -> None:
+    """On SmolLM2's SST-2 4-shot scores vector scaling wins CV NLL with a negative slope (a sign
+    flip); auto must choose the next best fit that keeps the scores' direction, and say why."""
+    from pathlib import Path
+
+    from calibkit import Scores
+    from calibkit.calibrators.select import _inversion
+
+    path = Path(__file__).parent / "fixtures" / "ensemble" / "sst2__smollm2-fs.parquet"
+    s = Scores.load(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kept = AutoCalibrator(allow_inverted=True).fit(s.logits, s.labels)
+        auto = AutoCalibrator().fit(s.logits, s.labels)
+    assert _inversion(kept.calibrator_) is not None  # the CV winner inverts
+    assert auto.selected_ != kept.selected_
+    assert _inversion(auto.calibrator_) is None
+    assert auto.cv_results_[kept.selected_]["error"].startswith("excluded:")
+    assert "excluded" in auto.summary()
+    best_kept = min(r["mean"] for n, r in auto.cv_results_.items() if r["error"] is None)
+    assert auto.cv_results_[auto.selected_]["mean"] == best_kept
+    assert auto.cv_results_[auto.selected_]["mean"] < auto.cv_results_["none"]["mean"]

@@ -73,7 +73,11 @@ PAIRS: dict[str, str] = {
     "hh_rlhf": "hh_rlhf/hh_rlhf_harmless_base_test.jsonl",
 }
 _ALIASES = {"ultrafeedback": "ultrafeedback_binarized", "arc": "arc_challenge", "val": "validation"}
-_BUNDLED = {"subj": "subj_sample.csv", "arc_challenge": "arc_challenge_sample.jsonl"}
+_BUNDLED = {
+    "subj": "subj_sample.csv",
+    "sst2": "sst2_sample.csv",
+    "arc_challenge": "arc_challenge_sample.jsonl",
+}
 
 
 @dataclass(frozen=True)
@@ -432,6 +436,8 @@ def load_bundled_sample(name: str = "subj") -> Any:
     """A sample shipped inside the package (no data folder needed).
 
     ``"subj"``: 300 SUBJ sentences, 150 per class (DataFrame ``text, label, label_id, split``);
+    ``"sst2"``: 300 SST-2 test sentences, 150 per class, then the demo's 4 in-context examples
+    (``split == "train"``; DataFrame ``text, label, label_id, split, id``);
     ``"arc_challenge"``: 100 ARC-Challenge test questions (list of :class:`MCQItem`). Sources and
     licenses are in ``calibkit/data/README.md``.
     """

@@ -99,6 +99,10 @@ class AutoCalibrator(Calibrator):
         Seed of the fold split.
     n_bins : int
         Bins of the ECE scoring.
+    allow_inverted : bool
+        Keep a winner whose fit turns the scores around (negative temperature, slopes or
+        diagonal coefficients). Off by default: such a "gain" is a sign flip, not calibration;
+        the next best candidate is chosen and the CV table marks the excluded one.
 
     Input: logits ``(n, K)`` or ``(n,)`` binary logits (``Scores.logits``); probability
     calibrators receive their softmax (sigmoid).
@@ -127,12 +131,14 @@ class AutoCalibrator(Calibrator):
         scoring: Scoring = "nll",
         seed: int = 0,
         n_bins: int = 15,
+        allow_inverted: bool = False,
     ) -> None:
         self.candidates = candidates
         self.cv = cv
         self.scoring = scoring
         self.seed = seed
         self.n_bins = n_bins
+        self.allow_inverted = allow_inverted
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self, check: FieldCheck) -> None:
@@ -149,6 +155,8 @@ class AutoCalibrator(Calibrator):
         check.choice("scoring", self.scoring, SCORINGS)
         check.integer("seed", self.seed, low=0)
         check.integer("n_bins", self.n_bins, low=1, high=10_000)
+        if not isinstance(self.allow_inverted, bool):
+            check.fail("allow_inverted", "true or false", self.allow_inverted)
 
     def _validate_fitted(self, check: FieldCheck) -> None:
         from calibkit.calibrators.registry import CALIBRATORS
@@ -252,13 +260,40 @@ class AutoCalibrator(Calibrator):
         ok = [c for c in names if results[c]["error"] is None]
         if not ok:
             raise ValueError(f"AutoCalibrator: every candidate failed: {results}")
-        best = min(ok, key=lambda c: (results[c]["mean"], names.index(c)))
-        cal = fitted.get(best)
-        if cal is None:
-            cal = make_calibrator(best).fit(self._input_for(make_calibrator(best), X), y, w)
+        best, cal = self._choose(ok, names, results, fitted, X, y, w)
         self.selected_ = best
         self.calibrator_ = cal
         self.cv_results_ = results
+
+    def _choose(
+        self,
+        ok: list[str],
+        names: list[str],
+        results: dict[str, dict[str, Any]],
+        fitted: dict[str, Calibrator],
+        X: NDArray[np.float64],
+        y: NDArray[np.int64],
+        w: NDArray[np.float64] | None,
+    ) -> tuple[str, Calibrator]:
+        """Best CV score first; a winner whose refit turns the scores around (negative
+        temperature / slopes / diagonal) is passed over unless ``allow_inverted``: its "gain" is
+        a sign flip, not calibration (diagnostics' ``inverted_fit``). Marks the excluded ones."""
+        from calibkit.calibrators.registry import make_calibrator
+
+        ranked = sorted(ok, key=lambda c: (results[c]["mean"], names.index(c)))
+        for name in ranked:
+            fit_c = fitted.get(name)
+            if fit_c is None:
+                proto = make_calibrator(name)
+                fit_c = proto.fit(self._input_for(proto, X), y, w)
+            fitted[name] = fit_c
+            flip = None if self.allow_inverted else _inversion(fit_c)
+            if flip is None:
+                return name, fit_c
+            results[name]["error"] = f"excluded: {flip} (allow_inverted=True keeps it)"
+        # every candidate inverts ("none" was not offered): keep the CV winner
+        results[ranked[0]]["error"] = None
+        return ranked[0], fitted[ranked[0]]
 
     def _cv_scores(
         self,
@@ -325,7 +360,11 @@ class AutoCalibrator(Calibrator):
         lines = [f"{n_folds}-fold cross-validated {self.scoring.upper()} (mean +- std over folds)"]
         for r in self.summary_rows():
             mark = "*" if r["selected"] else " "
-            if r["error"] is not None:
+            if r["error"] is not None and str(r["error"]).startswith("excluded:"):
+                lines.append(
+                    f" {mark} {r['name']:<12} {r['mean']:.4f} +- {r['std']:.4f}  {r['error']}"
+                )
+            elif r["error"] is not None:
                 lines.append(f" {mark} {r['name']:<12} failed: {r['error']}")
             else:
                 lines.append(f" {mark} {r['name']:<12} {r['mean']:.4f} +- {r['std']:.4f}")
@@ -338,6 +377,22 @@ class AutoCalibrator(Calibrator):
             f"selected: {self.selected_} ({self.scoring} {sel:.4f} vs {none:.4f} uncalibrated)"
         )
         return "\n".join(lines)
+
+
+def _inversion(cal: Calibrator) -> str | None:
+    """Why ``cal`` turns its input scores around (negative temperature, slopes or diagonal), or
+    ``None``."""
+    from calibkit.calibrators.fit_checks import _check_inverted_fit
+
+    found = _check_inverted_fit(cal, None)
+    if not found:
+        return None
+    neg = found[0].numbers.get("negative", [])
+    return (
+        "the fit inverts the scores (negative coefficients "
+        + ", ".join(f"{v:.3g}" for v in neg[:4])
+        + ")"
+    )
 
 
 def _nan_last(x: float) -> float:

@@ -67,30 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--lam must be >= 0; got {args.lam}")
     if args.k_reg < 0:
         raise ValueError(f"--k-reg must be >= 0; got {args.k_reg}")
-    if args.calib:
-        cal = load_scores(args, args.calib, require_labels=True)
-        target = load_scores(args, args.file, require_labels=False)
-        if set(cal.classes) != set(target.classes):
-            raise ValueError(
-                f"--calib classes {list(cal.classes)} differ from {args.file}'s {list(target.classes)}"
-            )
-        if cal.classes != target.classes:
-            from calibkit.cli.apply import align_classes
-
-            target = align_classes(target, list(cal.classes), cal.n_classes)
-        split = None
-    else:
-        frac = 0.5 if args.calib_frac is None else args.calib_frac
-        if not 0.0 < frac < 1.0:
-            raise ValueError(f"--calib-frac must be in (0, 1); got {frac}")
-        full = load_scores(args, args.file, require_labels=True)
-        n = len(full)
-        n_cal = round(frac * n)
-        if n_cal < 1 or n_cal >= n:
-            raise ValueError(f"--calib-frac {frac} leaves no calibration or no test rows of {n}")
-        perm = np.random.default_rng(args.seed).permutation(n)
-        cal, target = full.subset(np.sort(perm[:n_cal])), full.subset(np.sort(perm[n_cal:]))
-        split = {"calibration": n_cal, "test": n - n_cal, "seed": args.seed}
+    cal, target, split = _calibration_split(args)
     cp = SplitConformal(
         args.alpha,
         args.method,
@@ -129,20 +106,7 @@ def run(args: argparse.Namespace) -> int:
             "some sets are the full label set"
         )
     if args.output:
-        import pandas as pd
-
-        from calibkit.io import write_table
-
-        names = np.asarray(target.classes, dtype=object)
-        cols: dict[str, Any] = {
-            "id": target.ids,
-            "set": ["|".join(names[row]) for row in sets],
-            "size": size,
-        }
-        if target.labels is not None:
-            cols["label"] = names[target.labels]
-            cols["covered"] = sets[np.arange(len(target)), target.labels]
-        summary["output"] = str(write_table(pd.DataFrame(cols), args.output))
+        summary["output"] = _write_sets(target, sets, size, args.output)
     if args.plot:
         from calibkit.plots import save_figure
         from calibkit.plots.decisions import set_size_histogram
@@ -155,6 +119,53 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print(summary, target.classes)
     return 0
+
+
+def _calibration_split(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any] | None]:
+    """``(calibration Scores, target Scores, split)``: ``--calib`` or a seeded split of FILE."""
+    if args.calib:
+        cal = load_scores(args, args.calib, require_labels=True)
+        target = load_scores(args, args.file, require_labels=False)
+        if set(cal.classes) != set(target.classes):
+            raise ValueError(
+                f"--calib classes {list(cal.classes)} differ from {args.file}'s {list(target.classes)}"
+            )
+        if cal.classes != target.classes:
+            from calibkit.cli.apply import align_classes
+
+            target = align_classes(target, list(cal.classes), cal.n_classes)
+        split = None
+    else:
+        frac = 0.5 if args.calib_frac is None else args.calib_frac
+        if not 0.0 < frac < 1.0:
+            raise ValueError(f"--calib-frac must be in (0, 1); got {frac}")
+        full = load_scores(args, args.file, require_labels=True)
+        n = len(full)
+        n_cal = round(frac * n)
+        if n_cal < 1 or n_cal >= n:
+            raise ValueError(f"--calib-frac {frac} leaves no calibration or no test rows of {n}")
+        perm = np.random.default_rng(args.seed).permutation(n)
+        cal, target = full.subset(np.sort(perm[:n_cal])), full.subset(np.sort(perm[n_cal:]))
+        split = {"calibration": n_cal, "test": n - n_cal, "seed": args.seed}
+    return cal, target, split
+
+
+def _write_sets(target: Any, sets: Any, size: Any, output: str) -> str:
+    """Write one row per item (id, set, size, and label/covered when labelled); returns the path."""
+    import pandas as pd
+
+    from calibkit.io import write_table
+
+    names = np.asarray(target.classes, dtype=object)
+    cols: dict[str, Any] = {
+        "id": target.ids,
+        "set": ["|".join(names[row]) for row in sets],
+        "size": size,
+    }
+    if target.labels is not None:
+        cols["label"] = names[target.labels]
+        cols["covered"] = sets[np.arange(len(target)), target.labels]
+    return str(write_table(pd.DataFrame(cols), output))
 
 
 def _print(s: dict[str, Any], classes: tuple[str, ...]) -> None:

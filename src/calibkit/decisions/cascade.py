@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from calibkit.decisions.cascade_compare import CascadeComparison, compare_cascades
+from calibkit.decisions.cascade_io import FORMAT, MODES, VERSION, parse_cascade_dict
 from calibkit.decisions.risk import PVALUE_METHODS, check_unit_interval, clopper_pearson_upper
 
 __all__ = [
@@ -45,11 +47,6 @@ __all__ = [
     "compare_cascades",
 ]
 
-FORMAT = "calibkit-certified-cascade"
-VERSION = 1
-#: ``restrict``: a certified stage exits only items the policy exits there and whose support
-#: reaches the threshold; ``replace``: every item reaching the stage exits when its support does
-MODES: tuple[str, ...] = ("restrict", "replace")
 _OWN = -100  # route marker: answer with the stage model's own top label
 
 
@@ -311,101 +308,8 @@ class CertifiedCascade:
     @classmethod
     def from_dict(cls, d: Any, *, source: str = "certified cascade") -> CertifiedCascade:
         """Rebuild and validate; errors name ``source`` and the field."""
-        from calibkit.ensemble import CascadePolicy
-
-        if not isinstance(d, dict):
-            raise ValueError(f"{source}: expected a JSON object")
-
-        def bad(field: str, what: str, v: Any) -> ValueError:
-            return ValueError(
-                f"{source}: field '{field}' {what}; got {json.dumps(v, default=str)[:80]}"
-            )
-
-        if d.get("format") != FORMAT:
-            raise bad("format", f"must be {FORMAT!r}", d.get("format"))
-        if d.get("version") != VERSION:
-            raise bad("version", f"must be {VERSION}", d.get("version"))
-        for key in ("max_error", "delta"):
-            v = d.get(key)
-            if not (isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < 1):
-                raise bad(key, "must be a number in (0, 1)", v)
-        if d.get("method") not in PVALUE_METHODS:
-            raise bad("method", f"must be one of {list(PVALUE_METHODS)}", d.get("method"))
-        if d.get("mode") not in MODES:
-            raise bad("mode", f"must be one of {list(MODES)}", d.get("mode"))
-        pol_d = d.get("policy")
-        if not isinstance(pol_d, dict):
-            raise bad("policy", "must be a cascade policy object", pol_d)
-        try:
-            policy = CascadePolicy.from_dict(pol_d)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(
-                f"{source}: field 'policy' is not a valid cascade policy: {exc}"
-            ) from None
-        st = d.get("stages")
-        K = policy.n_models_
-        if not isinstance(st, list) or len(st) != K:
-            raise bad("stages", f"must list {K} stage certificates", st)
-        stages = []
-        for i, s in enumerate(st):
-            f = f"stages[{i}]"
-            if not isinstance(s, dict):
-                raise bad(f, "must be an object", s)
-            if s.get("stage") != i + 1:
-                raise bad(f"{f}.stage", f"must be {i + 1}", s.get("stage"))
-            if not isinstance(s.get("certified"), bool):
-                raise bad(f"{f}.certified", "must be true or false", s.get("certified"))
-            t = s.get("threshold")
-            if t is not None and not (
-                isinstance(t, int | float) and not isinstance(t, bool) and 0 <= t <= 1
-            ):
-                raise bad(f"{f}.threshold", "must be a support in [0, 1] or null (never exit)", t)
-            if not s["certified"] and t != 0:
-                raise bad(f"{f}.threshold", "must be 0 for a stage that is not certified", t)
-            ints = {}
-            for key in ("n_reaching", "n_candidates", "n_accepted", "n_errors"):
-                v = s.get(key)
-                if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-                    raise bad(f"{f}.{key}", "must be a non-negative integer", v)
-                ints[key] = v
-            if not (ints["n_errors"] <= ints["n_accepted"] <= ints["n_reaching"]):
-                raise bad(f, "needs n_errors <= n_accepted <= n_reaching", ints)
-            if (
-                s["certified"]
-                and ints["n_accepted"]
-                and ints["n_errors"] / ints["n_accepted"] > d["max_error"] + 1e-12
-            ):
-                raise bad(f"{f}.n_errors", "gives an error rate above max_error", ints["n_errors"])
-            for key in ("error_upper", "pvalue"):
-                v = s.get(key)
-                if v is not None and not (
-                    isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
-                ):
-                    raise bad(f"{f}.{key}", "must be null or a number in [0, 1]", v)
-            stages.append(
-                StageCertificate(
-                    stage=i + 1,
-                    model=str(s.get("model", f"model_{i}")),
-                    certified=s["certified"],
-                    threshold=math.inf if t is None else float(t),
-                    n_reaching=ints["n_reaching"],
-                    n_candidates=ints["n_candidates"],
-                    n_accepted=ints["n_accepted"],
-                    n_errors=ints["n_errors"],
-                    error_upper=s.get("error_upper"),
-                    pvalue=s.get("pvalue"),
-                )
-            )
-        if not any(s.certified for s in stages):
-            raise bad("stages", "certify no stage", [s.certified for s in stages])
-        return cls(
-            policy,
-            stages,
-            max_error=float(d["max_error"]),
-            delta=float(d["delta"]),
-            method=d["method"],
-            mode=d["mode"],
-        )
+        kw = parse_cascade_dict(d, source)
+        return cls(kw.pop("policy"), kw.pop("stages"), **kw)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CertifiedCascade:
@@ -486,7 +390,6 @@ def certify_cascade(
     labels = check_labels(y, n_items, C, name="y")
     d_stage = d / len(want)
     names = list(getattr(policy, "model_names", None) or [f"model_{k}" for k in range(K)])
-    certs: list[StageCertificate] = []
     state: dict[Any, Any] = {}
 
     def choose(
@@ -512,6 +415,28 @@ def certify_cascade(
         replace=[mode == "replace" and k in want for k in range(1, K + 1)],
         choose=choose,
     )
+    certs = _certificates(res, chosen, state, K, want, names, labels, d_stage)
+    if K in want and not np.any(res.exit_stage > 0):
+        raise ValueError(
+            f"the certified cascade labels nothing at max_error={eps:g}, delta={d:g}: every "
+            f"item goes to review ({', '.join(f'stage {c.stage}: {c.n_candidates} candidates' for c in certs)}); "
+            "raise max_error, add calibration items, or calibrate the models"
+        )
+    return CertifiedCascade(policy, certs, max_error=eps, delta=d, method=method, mode=mode)
+
+
+def _certificates(
+    res: CertifiedCascadeResult,
+    chosen: Sequence[float],
+    state: dict[Any, Any],
+    K: int,
+    want: Sequence[int],
+    names: Sequence[str],
+    labels: NDArray[np.int64],
+    d_stage: float,
+) -> list[StageCertificate]:
+    """One :class:`StageCertificate` per stage from the routing ``state`` of ``choose``."""
+    certs: list[StageCertificate] = []
     for k in range(1, K + 1):
         lam = chosen[k - 1] if k - 1 < len(chosen) else math.nan
         if k not in state:  # no item reached the stage
@@ -548,154 +473,4 @@ def certify_cascade(
                 pvalue=state.get((k, "pv")),
             )
         )
-    if K in want and not np.any(res.exit_stage > 0):
-        raise ValueError(
-            f"the certified cascade labels nothing at max_error={eps:g}, delta={d:g}: every "
-            f"item goes to review ({', '.join(f'stage {c.stage}: {c.n_candidates} candidates' for c in certs)}); "
-            "raise max_error, add calibration items, or calibrate the models"
-        )
-    return CertifiedCascade(policy, certs, max_error=eps, delta=d, method=method, mode=mode)
-
-
-@dataclass(frozen=True)
-class CascadeComparison:
-    """The F1-optimal policy beside its certified version on the same labelled items.
-
-    Attributes
-    ----------
-    rows : list of dicts with ``policy``, ``f1``, ``accuracy``, ``relative_cost``,
-        ``share_reaching`` (per model), ``share_review``, ``stage_error`` (error rate of what
-        each stage labels) and ``stage_share`` (share of items each stage labels).
-    """
-
-    rows: list[dict[str, Any]]
-
-    def table(self, names: Sequence[str]) -> str:
-        """A Markdown table."""
-        head = (
-            "| policy | F1 | accuracy | cost (x cheapest) | review | "
-            + " | ".join(f"{n}: labels / error" for n in names)
-            + " |"
-        )
-        sep = "|---" * (5 + len(names)) + "|"
-        lines = [head, sep]
-        for r in self.rows:
-            cells = [
-                r["policy"],
-                f"{r['f1']:.3f}",
-                f"{r['accuracy']:.3f}",
-                f"{r['relative_cost']:.2f}",
-                f"{r['share_review']:.1%}",
-            ]
-            for s, e in zip(r["stage_share"], r["stage_error"], strict=True):
-                cells.append(f"{s:.1%} / " + ("-" if e is None else f"{e:.3f}"))
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
-
-
-def _row(
-    name: str,
-    y: NDArray[np.int64],
-    pred: NDArray[np.int64],
-    exit_stage: NDArray[np.int64],
-    called: NDArray[np.bool_],
-    costs: Any,
-    C: int,
-    average: str,
-    pos_label: int,
-) -> dict[str, Any]:
-    from calibkit.ensemble import summarize_cost
-
-    K = called.shape[1]
-    labeled = exit_stage > 0
-    # review items get a dummy class C: never a true positive, a false negative of their class
-    pr = np.where(labeled, pred, C)
-    cm = np.bincount(y * (C + 1) + pr, minlength=C * (C + 1)).reshape(C, C + 1).astype(float)
-    tp = np.diag(cm[:, :C])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        prec = np.where(cm[:, :C].sum(axis=0) > 0, tp / cm[:, :C].sum(axis=0), 0.0)
-        rec = np.where(cm.sum(axis=1) > 0, tp / cm.sum(axis=1), 0.0)
-        f1s = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
-    if average == "binary":
-        f1 = float(f1s[pos_label])
-    elif average == "macro":
-        f1 = float(f1s.mean())
-    elif average == "micro":
-        f1 = float(tp.sum() / y.size)
-    else:
-        raise ValueError(f"average must be 'binary', 'macro' or 'micro'; got {average!r}")
-    rel = float("nan")
-    if costs is not None:
-        rel = summarize_cost(called, costs).relative
-    share = [float(np.mean(exit_stage == k)) for k in range(1, K + 1)]
-    err = []
-    for k in range(1, K + 1):
-        sel = exit_stage == k
-        err.append(float(np.mean(pred[sel] != y[sel])) if sel.any() else None)
-    return {
-        "policy": name,
-        "f1": f1,
-        "accuracy": float(np.mean(labeled & (pred == y))),
-        "relative_cost": rel,
-        "share_reaching": [float(x) for x in called.mean(axis=0)],
-        "share_review": float(np.mean(~labeled)),
-        "stage_share": share,
-        "stage_error": err,
-    }
-
-
-def compare_cascades(
-    certified: CertifiedCascade,
-    X: ArrayLike,
-    y: ArrayLike,
-    *,
-    costs: Any = None,
-    average: str = "binary",
-    pos_label: int = 1,
-) -> CascadeComparison:
-    """Run the original (F1-optimal) policy and its certified version on the same items.
-
-    ``costs``: (K,) per-call costs or a list of :class:`~calibkit.ensemble.ModelCost`
-    (default: the policy's own). Items sent to review count as unlabeled (wrong) in F1 and
-    accuracy; their review cost is not included.
-    """
-    from calibkit._validation import check_labels
-
-    pol = certified.policy
-    C = pol.n_classes_
-    base = pol.cascade(X)
-    labels = check_labels(y, base.predictions.shape[0], C, name="y")
-    costs = pol.costs if costs is None else costs
-    cm = None
-    if costs is not None:
-        from calibkit.ensemble import cost_matrix
-
-        cm = cost_matrix(costs, labels.size)
-    rows = [
-        _row(
-            "F1-optimal cascade",
-            labels,
-            base.predictions,
-            base.depth,
-            base.called,
-            cm,
-            C,
-            average,
-            pos_label,
-        )
-    ]
-    cres = certified.cascade(X)
-    rows.append(
-        _row(
-            f"certified (error <= {certified.max_error:g})",
-            labels,
-            cres.predictions,
-            cres.exit_stage,
-            cres.called,
-            cm,
-            C,
-            average,
-            pos_label,
-        )
-    )
-    return CascadeComparison(rows)
+    return certs

@@ -168,6 +168,96 @@ def _logged_metric(rec: Mapping[str, Any], key: str, where: str) -> float | None
     return x
 
 
+def _sample(
+    rec: dict[str, Any],
+    where: str,
+    normalization: Normalization,
+    target_delimiter: str,
+    metric: str | None,
+) -> tuple[list[float], int, list[str], bool]:
+    """``(logits, gold, choices, checked)`` of one multiple-choice sample record.
+
+    ``metric``: the logged per-sample metric to check the prediction against (None: no check);
+    ``checked`` says whether the record logged it.
+    """
+    if "acc_mutual_info" in (rec.get("metrics") or []):
+        raise ValueError(f"{where}: acc_mutual_info samples are not supported")
+    resps = rec.get("filtered_resps")
+    if not isinstance(resps, list):
+        raise ValueError(f"{where}: field 'filtered_resps' is missing or not a list")
+    if len(resps) < 2:
+        raise ValueError(
+            f"{where}: field 'filtered_resps' has {len(resps)} entries; a multiple-choice "
+            "sample has one per choice (2 or more)"
+        )
+    conts = _continuations(rec, where)
+    if len(conts) != len(resps):
+        raise ValueError(f"{where}: {len(conts)} arguments but {len(resps)} filtered_resps")
+    if len(conts) > len(_LETTERS):
+        raise ValueError(f"{where}: {len(conts)} choices; at most 26 are supported")
+    lls = [_loglik(v, where, j) for j, v in enumerate(resps)]
+    choices = [
+        c[len(target_delimiter) :] if target_delimiter and c.startswith(target_delimiter) else c
+        for c in conts
+    ]
+    gold = _gold(rec, choices, where)
+    if normalization == "none":
+        z = lls
+    else:
+        lens = [
+            float(len(c) if normalization == "length" else len(c.encode("utf-8"))) for c in choices
+        ]
+        if min(lens) == 0:
+            raise ValueError(f"{where}: a choice is empty; cannot divide by its length")
+        z = [ll / n for ll, n in zip(lls, lens, strict=True)]
+    logged = _logged_metric(rec, metric, where) if metric is not None else None
+    if logged is not None:
+        mine = float(int(np.argmax(z)) == gold)
+        if mine != logged:
+            raise ValueError(
+                f"{where}: the logged {metric} is {logged:g} but the log-likelihoods give "
+                f"{mine:g} (prediction {int(np.argmax(z))}, gold {gold}); wrong "
+                f"target_delimiter ({target_delimiter!r})?"
+            )
+    return z, gold, choices, logged is not None
+
+
+def _to_scores(
+    p: Path,
+    rows: list[list[float]],
+    golds: list[int],
+    ids: list[Any],
+    all_choices: list[list[str]],
+    normalization: Normalization,
+    target_delimiter: str,
+    metric: str,
+    checked: int,
+) -> Scores:
+    """The (n, K) logits of ragged ``rows`` (missing choices far below the rest) as Scores."""
+    k = max(len(r) for r in rows)
+    logits = np.empty((len(rows), k), dtype=np.float64)
+    for i, r in enumerate(rows):
+        logits[i, : len(r)] = r
+        logits[i, len(r) :] = max(r) + _MISSING_GAP
+    task = re.sub(r"^samples_|_\d{4}-\d{2}-\d{2}T[\d\-.:]+$", "", p.stem)
+    return Scores(
+        logits=logits,
+        labels=np.asarray(golds, dtype=np.int64),
+        classes=tuple(_LETTERS[:k]),
+        ids=np.asarray(ids, dtype=object if any(isinstance(i, str) for i in ids) else np.int64),
+        meta={
+            "source": "lm-eval",
+            "file": str(p),
+            "task": task,
+            "normalization": normalization,
+            "target_delimiter": target_delimiter,
+            "n_choices": [len(r) for r in rows],
+            "choices": all_choices,
+            f"checked_{metric}": checked,
+        },
+    )
+
+
 def read_lm_eval_samples(
     path: str | os.PathLike[str],
     *,
@@ -237,76 +327,18 @@ def read_lm_eval_samples(
                     f"{where}: doc_id repeats line {seen[doc_id]} (several filters in one file?)"
                 )
             seen[doc_id] = lineno
-            if "acc_mutual_info" in (rec.get("metrics") or []):
-                raise ValueError(f"{where}: acc_mutual_info samples are not supported")
-            resps = rec.get("filtered_resps")
-            if not isinstance(resps, list):
-                raise ValueError(f"{where}: field 'filtered_resps' is missing or not a list")
-            if len(resps) < 2:
-                raise ValueError(
-                    f"{where}: field 'filtered_resps' has {len(resps)} entries; a multiple-choice "
-                    "sample has one per choice (2 or more)"
-                )
-            conts = _continuations(rec, where)
-            if len(conts) != len(resps):
-                raise ValueError(f"{where}: {len(conts)} arguments but {len(resps)} filtered_resps")
-            if len(conts) > len(_LETTERS):
-                raise ValueError(f"{where}: {len(conts)} choices; at most 26 are supported")
-            lls = [_loglik(v, where, j) for j, v in enumerate(resps)]
-            choices = [
-                c[len(target_delimiter) :]
-                if target_delimiter and c.startswith(target_delimiter)
-                else c
-                for c in conts
-            ]
-            gold = _gold(rec, choices, where)
-            if normalization == "none":
-                z = lls
-            else:
-                lens = [
-                    float(len(c) if normalization == "length" else len(c.encode("utf-8")))
-                    for c in choices
-                ]
-                if min(lens) == 0:
-                    raise ValueError(f"{where}: a choice is empty; cannot divide by its length")
-                z = [ll / n for ll, n in zip(lls, lens, strict=True)]
-            logged = _logged_metric(rec, metric, where) if check_logged else None
-            if logged is not None:
-                mine = float(int(np.argmax(z)) == gold)
-                if mine != logged:
-                    raise ValueError(
-                        f"{where}: the logged {metric} is {logged:g} but the log-likelihoods give "
-                        f"{mine:g} (prediction {int(np.argmax(z))}, gold {gold}); wrong "
-                        f"target_delimiter ({target_delimiter!r})?"
-                    )
-                checked += 1
+            z, gold, choices, was_checked = _sample(
+                rec, where, normalization, target_delimiter, metric if check_logged else None
+            )
+            checked += was_checked
             rows.append(z)
             golds.append(gold)
             ids.append(doc_id)
             all_choices.append(choices)
     if not rows:
         raise ValueError(f"{p} has no samples")
-    k = max(len(r) for r in rows)
-    logits = np.empty((len(rows), k), dtype=np.float64)
-    for i, r in enumerate(rows):
-        logits[i, : len(r)] = r
-        logits[i, len(r) :] = max(r) + _MISSING_GAP
-    task = re.sub(r"^samples_|_\d{4}-\d{2}-\d{2}T[\d\-.:]+$", "", p.stem)
-    return Scores(
-        logits=logits,
-        labels=np.asarray(golds, dtype=np.int64),
-        classes=tuple(_LETTERS[:k]),
-        ids=np.asarray(ids, dtype=object if any(isinstance(i, str) for i in ids) else np.int64),
-        meta={
-            "source": "lm-eval",
-            "file": str(p),
-            "task": task,
-            "normalization": normalization,
-            "target_delimiter": target_delimiter,
-            "n_choices": [len(r) for r in rows],
-            "choices": all_choices,
-            f"checked_{metric}": checked,
-        },
+    return _to_scores(
+        p, rows, golds, ids, all_choices, normalization, target_delimiter, metric, checked
     )
 
 

@@ -136,7 +136,7 @@ def _draw(
         colors: Any = [mpl.colormaps["YlOrBr"](0.25 + 0.7 * f) for f in frac[full]]
     else:
         colors = _BAR
-    x_name, y_name, acc_label, conf_label = _VIEW_LABELS[view]
+    x_name, y_name, _, _ = _VIEW_LABELS[view]
     ax.bar(
         left[full],
         b.accuracy[full],
@@ -183,17 +183,30 @@ def _draw(
     if hist_ax is None:
         ax.set_xlabel(x_name)
         if twin_histogram:
-            # outline on a twin axis so it stays readable over the bars
-            tw = ax.twinx()
-            frac = b.count / max(b.n, 1)
-            tw.stairs(frac, b.edges, color="#303030", linewidth=1.2, label="% samples")
-            tw.stairs(frac, b.edges, fill=True, color=_HIST, alpha=0.2)
-            top = float(frac.max()) if frac.size else 1.0
-            tw.set_ylim(0.0, 4.0 * top if top > 0 else 1.0)  # histogram fills the lower quarter
-            tw.set_ylabel("% samples", color="#303030")
-            tw.yaxis.set_major_formatter(_percent_formatter())
-            tw.tick_params(axis="y", colors="#303030", labelsize="small")
+            _draw_twin_histogram(ax, b)
         return
+    _draw_histogram(hist_ax, b, view=view, legend=legend)
+    ax.tick_params(labelbottom=False)
+
+
+def _draw_twin_histogram(ax: Axes, b: _Bins) -> None:
+    """Share of samples per bin as an outline on a twin axis (readable over the bars)."""
+    tw = ax.twinx()
+    frac = b.count / max(b.n, 1)
+    tw.stairs(frac, b.edges, color="#303030", linewidth=1.2, label="% samples")
+    tw.stairs(frac, b.edges, fill=True, color=_HIST, alpha=0.2)
+    top = float(frac.max()) if frac.size else 1.0
+    tw.set_ylim(0.0, 4.0 * top if top > 0 else 1.0)  # histogram fills the lower quarter
+    tw.set_ylabel("% samples", color="#303030")
+    tw.yaxis.set_major_formatter(_percent_formatter())
+    tw.tick_params(axis="y", colors="#303030", labelsize="small")
+
+
+def _draw_histogram(hist_ax: Axes, b: _Bins, *, view: str, legend: bool) -> None:
+    """Share of samples per bin on its own axis, with the mean accuracy and confidence."""
+    x_name, _, acc_label, conf_label = _VIEW_LABELS[view]
+    left = b.edges[:-1]
+    width = np.diff(b.edges)
     frac = b.count / max(b.n, 1)
     hist_ax.bar(
         left, frac, width=width, align="edge", color=_HIST, edgecolor="black", linewidth=0.4
@@ -208,7 +221,6 @@ def _draw(
     hist_ax.set_axisbelow(True)
     if legend:
         hist_ax.legend(loc="upper left", fontsize="x-small", framealpha=0.9)
-    ax.tick_params(labelbottom=False)
 
 
 def _percent_formatter() -> Any:

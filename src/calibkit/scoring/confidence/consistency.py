@@ -92,67 +92,8 @@ class ConsistencyConfidence(EstimatorBase):
             raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
         texts = self.check_texts(texts)
         prompts = [self.prompt(t) for t in texts]
-        stats: dict[str, int] = {}
-        with ExitStack() as stack:
-            cache = open_cache(self.cache, stack)
-            cached_items: set[int] = set()
-            if cache is not None:
-                items, skeys = sample_keys(
-                    self.backend.name, prompts, self.params, self.max_new_tokens
-                )
-                have = cache.get_many(skeys)
-                missing = {i for (i, _), k in zip(items, skeys, strict=True) if k not in have}
-                cached_items = set(range(len(prompts))) - missing
-            try:
-                samples = sample_cached(
-                    self.backend,
-                    prompts,
-                    self.params,
-                    max_new_tokens=self.max_new_tokens,
-                    cache=cache,
-                    batch_size=self.batch_size,
-                    progress=self.progress,
-                    stats=stats,
-                )
-            except KeyboardInterrupt:
-                done = stats.get("n_cached", 0) + stats.get("n_new", 0)
-                raise KeyboardInterrupt(
-                    f"{done} of {stats.get('n_items', 0)} samples cached; rerun to resume"
-                ) from None
-        k = len(self.classes)
-        ok: list[int] = []
-        votes: list[np.ndarray] = []
-        unparsed: list[int] = []
-        costs: list[dict[str, int]] = []
-        failures: list[dict[str, Any]] = []
-        for i, row in enumerate(samples):
-            bad = next((g for g in row if isinstance(g, ItemFailure)), None)
-            if bad is not None:
-                failures.append({"row": i, "id": str(i), "reason": f"a sample failed: {bad}"})
-                continue
-            gens = [g for g in row if isinstance(g, Generation)]
-            v = np.zeros(k, dtype=np.int64)
-            nu = 0
-            for g in gens:
-                c = self.parse(g.text)
-                if c >= 0:
-                    v[c] += 1
-                else:
-                    nu += 1
-            if v.sum() == 0:
-                failures.append(
-                    {
-                        "row": i,
-                        "id": str(i),
-                        "reason": f"none of the {len(gens)} samples named a class "
-                        f"(first: {gens[0].text[:60]!r})",
-                    }
-                )
-                continue
-            ok.append(i)
-            votes.append(v)
-            unparsed.append(nu)
-            costs.append(cost_of([prompts[i]] * len(gens), gens))
+        samples, cached_items = self._draw(prompts)
+        ok, votes, unparsed, costs, failures = self._tally(samples, prompts)
         #: item counts of the last run (an item is cached when all its samples were; a failed
         #: item counts as failed only)
         n_cached = len(cached_items.intersection(ok))
@@ -202,3 +143,74 @@ class ConsistencyConfidence(EstimatorBase):
                 "n_unparsed_samples": np.asarray(unparsed, dtype=np.int64),
             },
         )
+
+    def _draw(self, prompts: list[Any]) -> tuple[list[list[Generation | ItemFailure]], set[int]]:
+        """The ``n`` samples of each prompt (cached one by one) and the items fully cached."""
+        stats: dict[str, int] = {}
+        with ExitStack() as stack:
+            cache = open_cache(self.cache, stack)
+            cached_items: set[int] = set()
+            if cache is not None:
+                items, skeys = sample_keys(
+                    self.backend.name, prompts, self.params, self.max_new_tokens
+                )
+                have = cache.get_many(skeys)
+                missing = {i for (i, _), k in zip(items, skeys, strict=True) if k not in have}
+                cached_items = set(range(len(prompts))) - missing
+            try:
+                samples = sample_cached(
+                    self.backend,
+                    prompts,
+                    self.params,
+                    max_new_tokens=self.max_new_tokens,
+                    cache=cache,
+                    batch_size=self.batch_size,
+                    progress=self.progress,
+                    stats=stats,
+                )
+            except KeyboardInterrupt:
+                done = stats.get("n_cached", 0) + stats.get("n_new", 0)
+                raise KeyboardInterrupt(
+                    f"{done} of {stats.get('n_items', 0)} samples cached; rerun to resume"
+                ) from None
+        return samples, cached_items
+
+    def _tally(
+        self, samples: list[list[Generation | ItemFailure]], prompts: list[Any]
+    ) -> tuple[list[int], list[np.ndarray], list[int], list[dict[str, int]], list[dict[str, Any]]]:
+        """``(ok rows, votes (K,) each, unparsed counts, costs, failures)`` of the samples."""
+        k = len(self.classes)
+        ok: list[int] = []
+        votes: list[np.ndarray] = []
+        unparsed: list[int] = []
+        costs: list[dict[str, int]] = []
+        failures: list[dict[str, Any]] = []
+        for i, row in enumerate(samples):
+            bad = next((g for g in row if isinstance(g, ItemFailure)), None)
+            if bad is not None:
+                failures.append({"row": i, "id": str(i), "reason": f"a sample failed: {bad}"})
+                continue
+            gens = [g for g in row if isinstance(g, Generation)]
+            v = np.zeros(k, dtype=np.int64)
+            nu = 0
+            for g in gens:
+                c = self.parse(g.text)
+                if c >= 0:
+                    v[c] += 1
+                else:
+                    nu += 1
+            if v.sum() == 0:
+                failures.append(
+                    {
+                        "row": i,
+                        "id": str(i),
+                        "reason": f"none of the {len(gens)} samples named a class "
+                        f"(first: {gens[0].text[:60]!r})",
+                    }
+                )
+                continue
+            ok.append(i)
+            votes.append(v)
+            unparsed.append(nu)
+            costs.append(cost_of([prompts[i]] * len(gens), gens))
+        return ok, votes, unparsed, costs, failures
