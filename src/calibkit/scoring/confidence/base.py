@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from typing import Any, Literal
 
 import numpy as np
@@ -31,8 +30,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from calibkit.scores import Scores
 from calibkit.scoring.backends.base import Generation, ItemFailure, Prompt
-from calibkit.scoring.cache import NOT_RUN, CacheEntryError, ScoreCache, map_cached
-from calibkit.scoring.classify import ItemsFailed, _labels_to_index, open_cache
+from calibkit.scoring.cache import ScoreCache
+from calibkit.scoring.classify import _labels_to_index
 
 __all__ = ["OnError", "add_instruction", "cost_of", "prompt_chars", "run_items", "to_scores"]
 
@@ -90,66 +89,35 @@ def run_items(
     check: Callable[[dict[str, Any]], str | None],
     stats: dict[str, int] | None = None,
 ) -> tuple[list[int], list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
-    """Run ``fn`` over the texts through the cache.
+    """Run ``fn`` over the texts through the cache: :func:`calibkit.scoring._runner.run_scorer`
+    (the scorers' one runner) in input order, ids ``"0".."n-1"``.
 
     Returns ``(ok_rows, records, failures, stats)``; raises :class:`ItemsFailed` as
     :meth:`ClassificationScorer.score` does (``on_error="fail"`` and a failure, or nothing
     scored). ``check(record)`` validates a record (from the cache too); a problem is an error
     naming the item. ``stats`` is filled as :func:`map_cached` goes (up to date on an error).
     """
-    if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    from calibkit.scoring._runner import run_scorer
+
+    def checked(r: Any) -> str | None:
+        return check(r) if isinstance(r, dict) else f"is {type(r).__name__}, not an object"
+
     n = len(texts)
-    stats = {} if stats is None else stats
-    with ExitStack() as stack:
-        c = open_cache(cache, stack)
-        try:
-            recs = map_cached(
-                fn,
-                list(texts),
-                list(keys),
-                c,
-                batch_size=batch_size,
-                desc=desc,
-                progress=progress,
-                stop_on_failure=on_error == "fail",
-                stats=stats,
-            )
-        except CacheEntryError as e:
-            rows = [i for i in range(n) if keys[i] == e.key]
-            raise ValueError(f"item {rows[0] if rows else '?'}: {e}") from None
-        except KeyboardInterrupt:
-            done = stats.get("n_cached", 0) + stats.get("n_new", 0)
-            raise KeyboardInterrupt(
-                f"{done} of {n} items cached; rerun to resume"
-                if c is not None
-                else f"{stats.get('n_new', 0)} of {n} items were scored but not kept (no cache)"
-            ) from None
-    failures = []
-    ok, good = [], []
-    for i, r in enumerate(recs):
-        if isinstance(r, ItemFailure):
-            if r is not NOT_RUN:
-                failures.append({"row": i, "id": str(i), "reason": r.reason})
-            continue
-        problem = check(r) if isinstance(r, dict) else f"is {type(r).__name__}, not an object"
-        if problem is not None:
-            raise ValueError(
-                f"item {i}: the stored result (key {keys[i]}) {problem}; delete the cache file "
-                "or run without a cache (--no-cache)"
-            )
-        ok.append(i)
-        good.append(r)
-    if failures and (on_error == "fail" or not ok):
-        f = failures[0]
-        raise ItemsFailed(
-            f"{len(failures)} of {n} items could not be scored; first: item {f['row']}: "
-            f"{f['reason']}",
-            failures,
-            n,
-            stats.get("n_cached", 0) + stats.get("n_new", 0) if cache is not None else 0,
-        )
-    return ok, good, failures, stats
+    res = run_scorer(
+        fn,
+        list(texts),
+        list(keys),
+        cache,
+        ids=[str(i) for i in range(n)],
+        order=list(range(n)),
+        check=checked,
+        on_error=on_error,
+        batch_size=batch_size,
+        desc=desc,
+        progress=progress,
+        stats=stats,
+    )
+    return res.ok, [res.records[i] for i in res.ok], res.failures, res.stats
 
 
 def check_cost(r: dict[str, Any]) -> str | None:
