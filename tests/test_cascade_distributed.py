@@ -32,7 +32,8 @@ WORKER = textwrap.dedent(
     while len(list(ready.iterdir())) < 2 and time.monotonic() - t0 < 300:
         time.sleep(0.02)
     r = search_edges(d["X"], d["y"], n_bins=3, n_trials=int(sys.argv[3]), n_splits=5,
-                     storage="journal:" + sys.argv[2], study_name="shared", seed=0)
+                     storage="journal:" + sys.argv[2], study_name="shared", seed=0,
+                     sampler_seed=int(sys.argv[4]))
     print(json.dumps({"pid": os.getpid(), "n_trials": r.n_trials, "value": r.value}))
     """
 )
@@ -54,12 +55,12 @@ def test_two_workers_share_one_journal_study(tmp_path: Path) -> None:
     per_worker = 30
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(data), str(journal), str(per_worker)],
+            [sys.executable, "-c", WORKER, str(data), str(journal), str(per_worker), str(w)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
+        for w in range(2)
     ]
     outs = []
     for p in procs:
@@ -77,6 +78,10 @@ def test_two_workers_share_one_journal_study(tmp_path: Path) -> None:
     # each worker runs n_trials minus what was complete when it started; both started before
     # the other finished, so the study holds more trials than either would alone
     assert per_worker < len(complete) <= 2 * per_worker
+    # the same split seed (comparable values) but each worker its own sampler seed: the workers
+    # propose different points (only the start point may be enqueued by both)
+    distinct = {json.dumps(t.params, sort_keys=True) for t in complete}
+    assert len(distinct) >= len(complete) - 1
     best = max(t.value for t in complete)
     assert all(o["value"] <= best + 1e-12 for o in outs)
 

@@ -137,14 +137,21 @@ def test_experiment_smoke_table(tiny_model_dir, data_dir, tmp_path):
     argv = [
         *f"experiment finetune --smoke --model {tiny_model_dir} --data-dir {data_dir}".split(),
         *f"--out {out} --max-steps 1 --n-train 8 --n-val 8 --n-test 8 --n-ood 8".split(),
-        *"--methods dpo,ts,cft --lambdas 0.5,ece-only".split(),
+        *"--methods dpo,ts,cft --lambdas 0.5,ece-only --targets both".split(),
         *_SMALL,
     ]
     assert main(argv) == 0
     table = (out / "table.md").read_text()
     for row in ("aligned model", "temperature scaling", "CFT", "lambda_0.5", "lambda_ece_only"):
         assert row in table
-    res = json.loads((out / "results.json").read_text())["results"]
+    assert "| rcft_lambda_0.5_paper_targets |" in table  # --targets both: lambda > 0 rows twice
+    assert "cft_paper_targets" not in table  # lambda = 0: no ECE term, no targets
+    assert "paired bootstrap" in table
+    full = json.loads((out / "results.json").read_text())
+    assert set(full["differences"]) == set(full["results"]) - {"dpo"}
+    paper = full["results"]["rcft_lambda_0.5_paper_targets"]["training"]["config"]
+    assert paper["preserve_top"] is False
+    res = full["results"]
     assert res["ts"]["temperature"] > 0
     assert res["ts"]["temperature"] != pytest.approx(1.0)  # temperature is actually fitted
     # temperature scaling never changes which option is predicted

@@ -555,6 +555,161 @@ def test_sampling_with_n_and_seed(server):
     assert [g.text for g in a[0]] != [g.text for g in other[0]]  # the seed matters
 
 
+def test_seeded_samples_reproduce_from_an_equal_prompt_cache_state(server):
+    """Issue #14 item 5, designed around the server's quirk: llama-cpp-python has no
+    ``cache_prompt`` switch (it reuses the longest common prefix of the previous request), so
+    each run starts from the same state: an unrelated prompt first, then the n samples one at a
+    time (text-only requests, no log-probabilities asked). Two such runs give the same samples;
+    another seed gives others."""
+    from calibkit.scoring.backends.openai_schema import TextGeneration
+    from calibkit.scoring.sampling import SamplingParams
+
+    backend = _http(server, max_concurrency=1)
+    prompt = [{"role": "user", "content": "Name an animal."}]
+    evict = [{"role": "user", "content": "Tell me a joke."}]
+
+    def run(seed: int) -> list[str]:
+        backend.generate([evict], max_new_tokens=1, top_logprobs=0)
+        (row,) = backend.sample([prompt], SamplingParams(temperature=1.0, seed=seed, n=4), 8)
+        assert len(row) == 4 and all(isinstance(g, TextGeneration) for g in row), row
+        assert all(g.logprobs == [] and g.n_output_tokens for g in row)
+        return [g.text for g in row]
+
+    t0 = time.perf_counter()
+    a, b, other = run(7), run(7), run(100)
+    _report("seeded samples, equal cache state", seed7=a, seed100=other,
+            seconds=round(time.perf_counter() - t0, 1))  # fmt: skip
+    assert a == b
+    assert len(set(a)) > 1  # real samples
+    assert a != other
+
+
+def test_text_only_request_is_parsed(server):
+    """A request without ``logprobs``/``top_logprobs``: this server then answers
+    ``logprobs: null``, which the backend accepts because none were asked for (and refuses for
+    a request that asked)."""
+    from calibkit.scoring.backends.openai_schema import TextGeneration
+
+    prompt = [{"role": "user", "content": "Name a colour."}]
+    # greedy replies agree only from an equal prompt-cache state: the prompt cached first
+    _http(server).generate([prompt], max_new_tokens=8, top_logprobs=0)
+    raw = server.post(
+        "chat/completions",
+        {"model": "smollm2", "messages": prompt, "max_tokens": 8, "temperature": 0},
+    ).json()
+    assert raw["choices"][0].get("logprobs") is None
+    (g,) = _http(server).generate([prompt], max_new_tokens=8, top_logprobs=0)
+    assert isinstance(g, TextGeneration) and g.text == raw["choices"][0]["message"]["content"]
+    assert g.n_output_tokens == raw["usage"]["completion_tokens"] > 0
+    (p,) = _http(server).generate(["Name a colour:"], max_new_tokens=8, top_logprobs=0)
+    assert isinstance(p, TextGeneration) and p.text
+
+
+class _Recorder:
+    """A backend proxy that keeps every reply text (to check the estimators against them)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.replies: list[str] = []
+        self.samples: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def generate(self, prompts: Any, **kw: Any) -> Any:
+        out = self.inner.generate(prompts, **kw)
+        self.replies += [getattr(g, "text", None) for g in out]
+        return out
+
+    def sample(self, prompts: Any, params: Any, max_new_tokens: int = 64) -> Any:
+        out = self.inner.sample(prompts, params, max_new_tokens)
+        self.samples += [getattr(g, "text", None) for row in out for g in row]
+        return out
+
+
+@pytest.mark.parametrize("style", ["one-stage", "two-stage", "top-k"])
+def test_verbalized_end_to_end(server, sst2, style):
+    """Every reply is either read into a confidence that the reply states, or counted as
+    unparseable (an item failure): never a made-up value."""
+    from calibkit.scoring.classify import ItemsFailed
+    from calibkit.scoring.confidence import VerbalizedConfidence
+
+    texts = sst2["text"].tolist()[:16]
+    rec = _Recorder(_http(server))
+    t0 = time.perf_counter()
+    try:
+        s = VerbalizedConfidence(rec, SST2_CLASSES, style=style).score(
+            texts, sst2["label"].tolist()[:16], on_error="skip"
+        )
+    except ItemsFailed as e:  # no reply could be read: nothing to return, every item named
+        assert len(e.failures) == len(texts)
+        assert all("unparseable verbalized confidence" in f["reason"] for f in e.failures)
+        _report(f"verbalized {style}", n=len(texts), scored=0, unparseable=len(texts),
+                seconds=round(time.perf_counter() - t0, 1),
+                example_reply=repr(rec.replies[0][:60]))  # fmt: skip
+        return
+    seconds = time.perf_counter() - t0
+    failures = s.meta["failures"]
+    _report(
+        f"verbalized {style}",
+        n=len(texts),
+        scored=len(s),
+        unparseable=s.meta["n_unparseable"],
+        other_failures=len(failures) - s.meta["n_unparseable"],
+        confidences=[round(float(c), 2) for c in s.per_item["confidence"]],
+        seconds=round(seconds, 1),
+        example_reply=repr(rec.replies[0][:60]),
+    )
+    assert len(s) + len(failures) == len(texts)
+    assert s.meta["n_unparseable"] == sum("unparseable" in f["reason"] for f in failures)
+    assert all("unparseable" in f["reason"] for f in failures)  # the server itself worked
+    stated = [
+        {float(m) / 100 for m in re.findall(r"\d+(?:\.\d+)?", r)}
+        | {float(m) for m in re.findall(r"\d*\.\d+", r)}
+        for r in rec.replies
+        if r is not None
+    ]
+    for c in s.per_item["confidence"]:
+        assert 0 <= c <= 1
+        if s.meta["n_word_confidence"] == 0:  # a number the model wrote, in some reply
+            assert any(any(abs(c - v) < 1e-9 for v in st) for st in stated), c
+
+
+def test_consistency_end_to_end(server, sst2):
+    """Vote shares over n text-only samples: each row is the share of the recorded samples
+    that named each class."""
+    from calibkit.scoring.classify import parse_answer
+    from calibkit.scoring.confidence import ConsistencyConfidence
+
+    texts = sst2["text"].tolist()[:8]
+    rec = _Recorder(_http(server, max_concurrency=1))
+    t0 = time.perf_counter()
+    est = ConsistencyConfidence(rec, SST2_CLASSES, n=3, temperature=0.7, seed=0)
+    s = est.score(texts, sst2["label"].tolist()[:8], on_error="skip")
+    seconds = time.perf_counter() - t0
+    _report(
+        "consistency",
+        n=len(texts),
+        scored=len(s),
+        failures=len(s.meta["failures"]),
+        unparsed_samples=s.meta["n_unparsed_samples"],
+        votes=[list(v) for v in s.per_item["votes"]],
+        seconds=round(seconds, 1),
+        samples=[repr(t[:20]) for t in rec.samples[:6]],
+    )
+    assert len(rec.samples) == 3 * len(texts)
+    assert len(s) + len(s.meta["failures"]) == len(texts)
+    np.testing.assert_allclose(s.probs.sum(axis=1), 1.0, atol=1e-6)
+    votes = np.asarray([list(v) for v in s.per_item["votes"]], dtype=float)
+    np.testing.assert_allclose(s.probs, votes / votes.sum(axis=1, keepdims=True), atol=1e-6)
+    # the samples are sample-major (sample j of every prompt, then j + 1): regroup per item
+    named = [parse_answer(t, SST2_CLASSES) for t in rec.samples]
+    per_item = [[named[j * len(texts) + i] for j in range(3)] for i in range(len(texts))]
+    for r, i in enumerate(np.asarray(s.ids)):
+        row = per_item[int(i)]
+        assert votes[r].tolist() == [row.count(0), row.count(1)]
+
+
 # --------------------------------------------------------------------------------------------
 # the CLI end to end
 

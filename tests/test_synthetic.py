@@ -280,9 +280,21 @@ def test_relabel_drops_wrong_class_texts() -> None:
     assert [k.relabel for k in kept] == [1, 0]
 
 
+class PerSourceStub(StubBackend):
+    """StubBackend whose answer to a prompt about the snow differs from its answer to others."""
+
+    def generate(self, prompts, **kw):  # type: ignore[no-untyped-def]
+        gens = super().generate(prompts, **kw)
+        snow = "1. hot wind from the south\n2. cold rain on the hills tonight\n3. a freezing dawn"
+        return [
+            Generation(text=snow) if "snow on the hills" in str(p) else g
+            for p, g in zip(prompts, gens, strict=True)
+        ]
+
+
 def test_generate_synthetic_two_stages_and_cache(tmp_path: Any) -> None:
     answer = "1. hot sand under my feet\n2. a cold breeze at noon\n3. hot air all day"
-    backend = StubBackend(answer)
+    backend = PerSourceStub(answer)
     reqs = [
         GenerationRequest("the sun burns today", 1, 0.85, 0.3, "high/over", source=4, bin=8),
         GenerationRequest("snow on the hills", 0, 0.35, 0.1, "low/over", source=7, bin=3),
@@ -291,8 +303,11 @@ def test_generate_synthetic_two_stages_and_cache(tmp_path: Any) -> None:
     kept, stats = generate_synthetic(backend, TOY_TASK, reqs, cache=cache, progress=False)
     assert stats == {
         "requests": 2,
+        "parsed": 6,
+        "near_duplicates": 0,
+        "meta": 0,
         "generated": 6,
-        "kept": 3,
+        "kept": 4,
         "unparsed": 0,
         "failed_generation": 0,
         "failed_relabel": 0,
@@ -300,10 +315,14 @@ def test_generate_synthetic_two_stages_and_cache(tmp_path: Any) -> None:
     assert [(k.text, k.label, k.source) for k in kept] == [
         ("hot sand under my feet", 1, 4),
         ("hot air all day", 1, 4),
-        ("a cold breeze at noon", 0, 7),
+        ("cold rain on the hills tonight", 0, 7),
+        ("a freezing dawn", 0, 7),
     ]
     assert kept[0].target_percent == 55  # 85 - 30 bounded at 55
     assert kept[2].target_percent == 25
+    # the same answer for every request is one text, not one per request
+    _, st = generate_synthetic(StubBackend(answer), TOY_TASK, reqs, progress=False)
+    assert (st["parsed"], st["near_duplicates"], st["generated"]) == (6, 3, 3)
     calls = backend.generate_calls, backend.classify_calls
     again, _ = generate_synthetic(backend, TOY_TASK, reqs, cache=cache, progress=False)
     assert again == kept
@@ -346,7 +365,7 @@ def test_failed_items_are_counted_never_made_up(tmp_path: Any) -> None:
     ]
     # failures are not cached: a healthy backend fills them in on the rerun
     _, stats2 = generate_synthetic(
-        StubBackend(answer), TOY_TASK, reqs, cache=tmp_path / "g.sqlite", progress=False
+        PerSourceStub(answer), TOY_TASK, reqs, cache=tmp_path / "g.sqlite", progress=False
     )
     assert stats2["failed_generation"] == 0 and stats2["generated"] == 6
 

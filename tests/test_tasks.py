@@ -184,7 +184,7 @@ def test_built_in_tasks_read_their_data(data_dir: Path) -> None:
 def test_cascade_items_match_the_stored_fixtures(data_dir: Path) -> None:
     """sample_items on the TaskSpec data source draws the items the fixtures were scored on."""
     from calibkit import Scores
-    from calibkit.experiments.cascade import sample_items
+    from calibkit.experiments.cascade import DEMOS_PER_CLASS, sample_items
 
     fixtures = Path(__file__).parent / "fixtures" / "ensemble"
     files = sorted(fixtures.glob("*__smollm2-zs.parquet"))
@@ -197,7 +197,8 @@ def test_cascade_items_match_the_stored_fixtures(data_dir: Path) -> None:
         )
         assert ids == [str(i) for i in s.ids], f.name
         assert [s.classes.index(y) for y in labels] == s.labels.tolist()
-        assert len(demos) == 4
+        # every class's DEMOS_PER_CLASS examples (8-shot labelers use all; 4-shot the prefix)
+        assert len(demos) == DEMOS_PER_CLASS * len(s.classes)
 
 
 def test_yes_and_no_in_a_task_file_are_class_names_not_booleans(tmp_path: Path) -> None:

@@ -22,11 +22,24 @@ lists the failures (also in the output's metadata, ``meta.failures``) and exits 
 ``--allow-partial``. A rerun with the same cache scores only what is missing. Ctrl-C stops at
 once (exit 130) and says how many items are cached.
 
+Confidence without log-probabilities (``--task classify``): ``--confidence logits`` (default) is
+the answer-token log-probabilities above; ``ptrue`` asks the model whether its own answer is true
+and reads P(True) (one token's log-probabilities); ``verbalized`` has it state a 0-100%
+confidence and ``consistency`` takes the vote share over ``--samples`` samples (both text only:
+they work on servers that return no log-probabilities); ``auto`` uses ``logits`` when the model
+returns log-probabilities, else the cheapest text-only estimator meeting ``--auto-target`` on the
+labelled rows (it says which and why). The right/wrong estimators (ptrue, verbalized) write the
+columns ``wrong``/``right``: the label is whether the model's answer was correct. The metadata
+records the estimator, its cost (model calls, output tokens) and how many replies could not be
+read (a verbalized confidence that cannot be read is an item failure, never a made-up value).
+
 Examples::
 
     calibkit score --data sample:subj --task classify --limit 50 -o subj.parquet
     calibkit score --data cr --split test --classes negative,positive --mode next_token -o cr.parquet
     calibkit score --data arc_challenge --split test --task mcq --limit 200 -o arc.parquet
+    calibkit score --model openai:http://localhost:8080/v1::gpt-4o-mini --data cr \
+        --split test --limit 200 --confidence auto -o cr_conf.parquet
     calibkit score --model openai:http://localhost:8000/v1::Qwen/Qwen2.5-7B-Instruct \\
         --data reviews.csv --classes negative,positive --timeout 60 --on-error skip \\
         -o reviews.parquet
@@ -163,6 +176,9 @@ def _source_failures(
 
 
 def _summary(scores: Any, seconds: float, stats: dict[str, int]) -> None:
+    if "estimator" in scores.meta:
+        _confidence_summary(scores, seconds, stats)
+        return
     n_new = int(stats.get("n_new", 0))
     n_cached = int(stats.get("n_cached", 0))
     msg = f"scored {n_new} new items in {seconds:.1f}s"
@@ -197,6 +213,28 @@ def _summary(scores: Any, seconds: float, stats: dict[str, int]) -> None:
                 "scores are only upper bounds; check the class names (give --classes as the "
                 "model writes them) or raise the server's top_logprobs"
             )
+
+
+def _confidence_summary(scores: Any, seconds: float, stats: dict[str, int]) -> None:
+    """The summary of a ``--confidence`` run: accuracy of the model's answers and the ECE of its
+    confidence in them (P(correct), 10 bins), the estimator, its cost and unparseable count."""
+    from calibkit.scoring.confidence.cli import summary_lines
+
+    for line in summary_lines(scores.meta):
+        _say(line)
+    n_new = int(stats.get("n_new", 0))
+    n_cached = int(stats.get("n_cached", 0))
+    msg = f"scored {n_new} new items in {seconds:.1f}s"
+    if n_cached:
+        msg += f"; {n_cached} from the cache"
+    msg += f"; {len(scores)} rows"
+    if scores.labels is not None and len(scores):
+        from calibkit.scoring.confidence.select import correctness, pcorrect_ece
+
+        conf, correct = correctness(scores)
+        msg += f"; answer accuracy {float(correct.mean()):.3f}"
+        msg += f", ECE of the confidence {pcorrect_ece(conf, correct):.3f} (10 bins)"
+    _say(msg)
 
 
 def _report_failures(failures: Sequence[dict[str, Any]], ref: RowRef, n: int) -> None:
@@ -238,6 +276,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    from calibkit.scoring.confidence.cli import check_confidence_args
+
+    check_confidence_args(args)
 
 
 def _system_kw(args: argparse.Namespace) -> dict[str, Any]:
@@ -286,8 +327,20 @@ def _classify_job(args: argparse.Namespace, chat: bool | None) -> _Job:
     texts = df["text"].tolist()
     labels = df["label"].tolist() if "label" in df.columns else None
     ids = df["id"].to_numpy() if "id" in df.columns else rows
+    if getattr(args, "confidence", "logits") == "auto" and labels is None:
+        raise ValueError(
+            "--confidence auto chooses the estimator on labelled rows: the data has no label "
+            f"column {args.label_col!r}"
+        )
 
     def build(backend: Any, cache: Any, batch_size: int) -> Any:
+        from calibkit.scoring.confidence.cli import confidence_scorer
+
+        conf = confidence_scorer(
+            args, backend, classes, template, cache=cache, batch_size=batch_size
+        )
+        if conf is not None:
+            return conf
         return ClassificationScorer(
             backend,
             classes,
@@ -497,5 +550,8 @@ def add_parser(subparsers: Any) -> None:
     h.add_argument(
         "--requests-per-second", type=float, help="sustained request rate limit (default none)"
     )
+    from calibkit.scoring.confidence.cli import add_confidence_arguments
+
+    add_confidence_arguments(p)
     p.add_argument("-o", "--output", required=True, help="output .parquet/.csv/.jsonl")
     p.set_defaults(func=run, mode_given=None)

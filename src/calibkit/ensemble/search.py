@@ -300,6 +300,7 @@ def search_edges(
     average: Average = "binary",
     pos_label: int = 1,
     seed: int = 0,
+    sampler_seed: int | None = None,
     storage: Any = None,
     study_name: str | None = None,
     timeout: float | None = None,
@@ -322,7 +323,11 @@ def search_edges(
     space : ``"quantile"`` (default): each edge is a quantile level in (0, 1) of that model's
         confidences, so the search adapts to skewed score distributions; ``"value"``: edges are
         confidence values in ``(1/C, 1)``. Edges of one model are the sorted parameters.
-    seed : seeds the splits and the TPE sampler (same seed, same result with in-memory storage).
+    seed : seeds the splits of the objective (workers sharing one study must use the same seed,
+        so that their trial values are comparable) and, unless ``sampler_seed`` is given, the
+        TPE sampler (same seeds, same result with in-memory storage).
+    sampler_seed : seeds the TPE sampler alone; give each worker of a shared study its own, so
+        that workers started together do not propose the same points. None: ``seed``.
     storage : Optuna storage URL (``"sqlite:///cascade.db"``, any RDB URL), ``"journal:PATH"``,
         an Optuna storage object, or None (in memory).
     study_name : defaults to ``"cascade"``; with ``storage`` an existing study is resumed.
@@ -364,7 +369,7 @@ def search_edges(
         n_trials=n_trials,
         name=name,
         storage=storage,
-        seed=seed,
+        seed=seed if sampler_seed is None else sampler_seed,
         timeout=timeout,
         show_progress=show_progress,
     )

@@ -1,41 +1,47 @@
 """Paper 001, Table 3 on real models and data: weighted vote vs the cost-aware cascade.
 
-Three real labelers of different cost score binary tasks from ``../shared/data`` (SST-2, CR,
-SUBJ) in one-forward-pass (``next_token``) mode:
+Six built-in labelers score binary tasks from ``../shared/data`` (SST-2, CR, SUBJ) in
+one-forward-pass (``next_token``) mode:
 
-* ``smollm2-zs``: SmolLM2-135M-Instruct, zero-shot;
-* ``gemma3-zs``: Gemma 3 270M (base), zero-shot;
-* ``smollm2-fs``: SmolLM2-135M-Instruct with 4 in-context examples (2 per class).
+* ``smollm2-zs`` / ``smollm2-fs`` / ``smollm2-fs8``: SmolLM2-135M-Instruct, zero-shot, 4 and 8
+  in-context examples;
+* ``gemma3-zs`` / ``gemma3-fs`` / ``gemma3-fs8``: Gemma 3 270M (base), likewise.
 
-Any model spec can join or replace them (``--model NAME=SPEC``, e.g. an OpenAI-compatible
-server ``big=openai:http://host:8000/v1::Qwen/Qwen2.5-7B-Instruct``), and any binary task file
-(``--tasks my_task.yaml``, see :mod:`calibkit.tasks`) can join or replace the built-in tasks.
+The examples are short texts from the task's demo split, 2 then 4 per class (the 4-shot prompts
+are the first 4 of the 8). Any model spec can join or replace them (``--model NAME=SPEC``, e.g.
+an OpenAI-compatible server ``big=openai:http://host:8000/v1::Qwen/Qwen2.5-7B-Instruct``), and
+any binary task file (``--tasks my_task.yaml``, see :mod:`calibkit.tasks`) can join or replace
+the built-in tasks.
 
 Cost of an item (``--cost``) is by default its forward FLOPs as executed: ``2 x (params -
 embedding params) x prompt tokens + 2 x hidden x vocab`` (logits at one position), counting every
 prompt token as an API bills it; ``flops2n`` (``2 x params x tokens``) and the wall-clock seconds
 measured here are stored too (a model without local weights has no FLOPs count: ``--cost auto``
-then falls back to seconds, with a warning). Models enter the cascade cheapest first. Each repeat
-splits the merged items (stratified by task and label) into a calibration part (vector scaling by
-default, or temperature scaling, per model and task), a dev part (edge search: Optuna TPE, mean F1
-over 10 80/20 splits, bins per model tried in 2, 3, 5 and 10 and picked on dev; Algorithm 1 on
-all of dev) and a test part (every row of the table). Results are mean +- std over 5 repeats.
+then falls back to seconds, with a warning). Models enter the cascade cheapest first. The
+analysis first reports every labeler's AUROC (DeLong 95 % CI) per task; ``--select signal``
+keeps only the labelers whose interval lies above 0.5 on every task. Each repeat splits the
+merged items (stratified by task and label) into a calibration part (vector scaling by default,
+or temperature scaling, per model and task), a dev part (edge search: Optuna TPE, mean F1 over
+10 80/20 splits, bins per model tried in ``--bins`` and picked on dev; Algorithm 1 on all of
+dev) and a test part (every row of the table, beside always-positive and majority-class
+baselines). Results are mean, std and 2.5-97.5 % range over ``--repeats`` splits, with paired
+Wilcoxon / sign tests of the cascade against the weighted vote and of calibrated against
+uncalibrated policies.
 
 Stages:
 
-* ``score``: runs the models (900 items x 3 labelers: 20-50 min on 2 shared CPU cores; every item
-  goes through the SQLite score cache, so a rerun costs nothing) and writes one Scores file per
-  task and model to ``--fixtures``.
+* ``score``: runs the models (every item goes through the SQLite score cache, so a rerun costs
+  nothing) and writes one Scores file per task and model to ``--fixtures``.
 * ``analyze`` (:mod:`calibkit.experiments.cascade_analysis`): reads those files and writes
   ``cascade_table.md``, ``cascade_rows.json`` and ``cascade_frontier.png`` to ``--out``.
 
-Regenerate the committed fixtures and the table in ``docs/cascade.md``::
+Regenerate the committed fixtures and the tables in ``docs/cascade.md``::
 
     calibkit experiment cascade --stage score --fixtures tests/fixtures/ensemble
-    calibkit experiment cascade --stage analyze --fixtures tests/fixtures/ensemble \\
-        --out results/cascade            # vector scaling, bins 2 3 5 10 (the docs' main table)
-    calibkit experiment cascade --stage analyze --calibrator temperature --bins 5 10 \\
-        --out results/cascade_ts
+    calibkit experiment cascade --stage analyze --models gemma3-zs,gemma3-fs,gemma3-fs8 \\
+        --select signal --repeats 20 --bins 2 3 5 --trials 150 --out results/cascade
+    calibkit experiment cascade --stage analyze --select signal --repeats 20 --bins 2 3 5 \\
+        --trials 150 --out results/cascade_signal
 """
 
 from __future__ import annotations
@@ -106,6 +112,9 @@ MODELS: dict[str, dict[str, Any]] = {
     "smollm2-zs": {"model": "smollm2", "shots": 0},
     "gemma3-zs": {"model": "gemma3-270m", "shots": 0},
     "smollm2-fs": {"model": "smollm2", "shots": 4},
+    "gemma3-fs": {"model": "gemma3-270m", "shots": 4},
+    "gemma3-fs8": {"model": "gemma3-270m", "shots": 8},
+    "smollm2-fs8": {"model": "smollm2", "shots": 8},
 }
 
 PAPER_TABLE3 = """| policy (paper 001, Table 3) | F1 | prec. | recall | cost |
@@ -165,6 +174,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[2, 3, 5, 10],
         help="bins per model tried (paper: 5 and 10); the best on dev is reported",
+    )
+    parser.add_argument(
+        "--select",
+        choices=["all", "signal"],
+        default="all",
+        help="labelers in the cascade: all given (a warning names those without signal), or "
+        "only those whose AUROC 95%% CI lies above 0.5 on every task",
     )
     parser.add_argument("--trials", type=int, default=400)
     parser.add_argument("--splits", type=int, default=10)
@@ -258,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
             n_splits=args.splits,
             cost=cost,
             seed=args.seed,
+            select=args.select,
         )
         outdir = Path(args.out)
         atomic_write_text(outdir / "cascade_table.md", out["markdown"] + "\n")
@@ -269,21 +286,41 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- scoring stage
+#: in-context examples drawn per class: the first 2 per class make the 4-shot prompts, the next
+#: 2 per class (drawn after them, so the 4-shot prompts stay as they were) extend them to 8-shot
+DEMOS_PER_CLASS = 4
+
+
 def _demos(spec: TaskSpec, demo_pool: Any, rng: np.random.Generator) -> list[tuple[str, str]]:
-    """2 short in-context examples per class (6-18 words where the pool has them)."""
+    """``DEMOS_PER_CLASS`` short in-context examples per class (6-18 words where the pool has
+    them), ordered so that every prefix of ``2 x len(classes)`` is class-balanced: the first
+    2 per class (shuffled), then the next 2 per class (shuffled)."""
     words = demo_pool["text"].str.split().str.len()
     short = demo_pool[words.between(6, 18)]
-    demos: list[tuple[str, str]] = []
+    rounds = DEMOS_PER_CLASS // 2
+    picks: list[list[tuple[str, str]]] = [[] for _ in range(rounds)]
+    cands = []
     for k, c in enumerate(spec.classes):
         cand = short[short["label"] == k]
-        if len(cand) < 2:
+        if len(cand) < DEMOS_PER_CLASS:
             cand = demo_pool[demo_pool["label"] == k]
-        if len(cand) < 2:
-            raise ValueError(f"task {spec.name}: fewer than 2 texts of class {c!r} to show")
-        pick = rng.choice(len(cand), 2, replace=False)
-        demos += [(str(cand.iloc[j]["text"]), c) for j in pick]
-    order = rng.permutation(len(demos))
-    return [demos[j] for j in order]
+        if len(cand) < DEMOS_PER_CLASS:
+            raise ValueError(
+                f"task {spec.name}: fewer than {DEMOS_PER_CLASS} texts of class {c!r} to show"
+            )
+        cands.append(cand)
+        pick = rng.choice(len(cand), 2, replace=False)  # round 0: as before 8-shot existed
+        picks[0] += [(str(cand.iloc[j]["text"]), c) for j in pick]
+    demos = [picks[0][j] for j in rng.permutation(len(picks[0]))]
+    shown = {t for t, _ in demos}
+    for r in range(1, rounds):
+        for cand, c in zip(cands, spec.classes, strict=True):
+            rest = [str(t) for t in cand["text"] if str(t) not in shown]
+            pick = rng.choice(len(rest), 2, replace=False)
+            picks[r] += [(rest[j], c) for j in pick]
+            shown.update(rest[j] for j in pick)
+        demos += [picks[r][j] for j in rng.permutation(len(picks[r]))]
+    return demos
 
 
 def sample_items(
@@ -333,6 +370,11 @@ def make_scorer(
 
     spec = resolve_task(task, TASKS)
     shots = model if isinstance(model, int) else int(MODELS[model]["shots"])
+    if shots > len(demos):
+        raise ValueError(
+            f"task {spec.name}: {shots} in-context examples asked for, {len(demos)} drawn "
+            f"(at most {DEMOS_PER_CLASS} per class)"
+        )
     template = PromptTemplate(
         instruction=spec.instruction_template(),
         label_descriptions=dict(spec.descriptions),

@@ -10,7 +10,13 @@ training split, and evaluate on the real test split
   the paper does not report: Synthesis+ also trains on the validation points);
 * for every bin count ``M``: gaps on the validation split (:func:`~calibkit.synthetic.find_gaps`),
   LLM generation + relabel for the target items (:mod:`calibkit.synthetic.generate`, cached),
-  **Synthesis** and **Synthesis+** (:func:`~calibkit.synthetic.augment`), retrain, test.
+  **Synthesis** and **Synthesis+** (:func:`~calibkit.synthetic.augment`), retrain, test;
+  **Real+S2**: training + validation + ``S2`` more *real* rows (from those ``--train-size`` left
+  out), the control that tells whether ``S2`` extra examples could lower ECE at all.
+
+The relabeler is the generator (the paper) or ``--relabel-model``; a generator without a chat
+template (a base model) gets a completion-style prompt
+(:func:`calibkit.synthetic.prompts.generation_completion`).
 
 Splits: ``twitter_complaints`` 80:10:10 train/val/test (random, per seed); ``subj`` 80:20
 train/test then 20 % of train as validation; ``cr`` and ``banking77`` (two intents, age_limit vs
@@ -67,6 +73,7 @@ METHODS = (
     "Real N",
     "Synthesis",
     "Synthesis+",
+    "Real+S2",
 )
 
 
@@ -116,8 +123,10 @@ def load_splits(
     data_dir: str | None = None,
     train_size: int | None = None,
 ) -> dict[str, tuple[list[str], NDArray[np.int64]]]:
-    """``{"train", "val", "test"} -> (texts, labels)`` for one seed (see the module docstring);
-    ``dataset``: a built-in dataset name or a binary TaskSpec with a data source."""
+    """``{"train", "val", "test", "pool"} -> (texts, labels)`` for one seed (see the module
+    docstring); ``dataset``: a built-in dataset name or a binary TaskSpec with a data source.
+    ``pool`` holds the non-test rows that ``train_size`` left out (empty without it), in the
+    seed's order: the extra real examples of the Real-N control."""
     from calibkit.tasks import load_task_frame
 
     spec = resolve_task(dataset) if isinstance(dataset, str) else resolve_task(task=dataset)
@@ -135,8 +144,9 @@ def load_splits(
     else:
         test_idx = np.flatnonzero(split == "test")
         rest = rng.permutation(np.flatnonzero(split != "test"))
+    pool_idx = rest[:0]
     if train_size is not None and train_size < rest.size:
-        rest = rest[:train_size]
+        rest, pool_idx = rest[:train_size], rest[train_size:]
     n_val = round(val_frac * rest.size)
     val_idx, train_idx = rest[:n_val], rest[n_val:]
     out = {
@@ -149,6 +159,7 @@ def load_splits(
                 f"task {spec.name!r}: the {k} split (seed {seed}) has {yy.size} items of one "
                 "class only; use more data or a larger --train-size"
             )
+    out["pool"] = ([str(t) for t in texts[pool_idx]], y[pool_idx])
     return out
 
 
@@ -208,6 +219,19 @@ def _generator(args: argparse.Namespace, box: dict[str, Any]) -> Any:
     return box["backend"]
 
 
+def _relabeler(args: argparse.Namespace, box: dict[str, Any]) -> Any:
+    """The stage-2 backend of ``--relabel-model`` (``None``: the generator relabels)."""
+    spec = getattr(args, "relabel_model", None)
+    if spec is None or spec == args.generator:
+        return None
+    if "relabeler" not in box:
+        from calibkit.scoring.backends import make_backend
+
+        print(f"loading relabeler {spec} ...", file=sys.stderr, flush=True)
+        box["relabeler"] = make_backend(spec, batch_size=args.batch_size)
+    return box["relabeler"]
+
+
 def run_seed(
     args: argparse.Namespace, seed: int, backend_box: dict[str, Any], out_dir: Path
 ) -> list[dict[str, Any]]:
@@ -228,6 +252,10 @@ def run_seed(
     kw: dict[str, Any] = {}
     if args.classifier == "encoder":
         kw = {"model": args.encoder_model, "seed": seed, "progress": args.progress}
+    elif getattr(args, "C", None) is not None:
+        if args.C <= 0:
+            raise ValueError(f"--C must be > 0, got {args.C}")
+        kw = {"C": args.C}
     base = make_classifier(args.classifier, **kw)
     common = {"dataset": spec.name, "seed": seed, "n_train": len(xtr)}
     rows, pva, real = _baselines(base, splits, common, args)
@@ -259,6 +287,7 @@ def run_seed(
             cache=args.cache,
             progress=args.progress,
             batch_size=args.batch_size,
+            relabel_backend=_relabeler(args, backend_box),
         )
         info.update(
             {f"gen_{k}": v for k, v in stats.items()}, gen_seconds=round(time.time() - t0, 1)
@@ -272,6 +301,19 @@ def run_seed(
             rows.append({**common, "method": meth, "bins": m, **info, "s2": ts_.n_added,
                          "n_train": len(ts_), **_metrics(model.predict_proba(xte), yte,
                                                          args.eval_bins)})  # fmt: skip
+        s2 = rows[-1]["s2"]
+        xp, yp = splits["pool"]
+        if s2 > len(xp):  # the control needs S2 real rows nobody trained on
+            print(
+                f"note: no Real+S2 row for seed {seed}, {m} bins: {s2} extra real rows needed, "
+                f"{len(xp)} left out (use --train-size)",
+                file=sys.stderr,
+            )
+            continue
+        model = clone(base).fit(xall + xp[:s2], np.concatenate([yall, yp[:s2]]))
+        rows.append({**common, "method": "Real+S2", "bins": m, **info, "s2": s2,
+                     "n_train": len(xall) + s2, **_metrics(model.predict_proba(xte), yte,
+                                                           args.eval_bins)})  # fmt: skip
     return rows
 
 
@@ -363,6 +405,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "openai:<base_url>::<model>[?api_key_env=NAME]",
     )
     parser.add_argument("--classifier", default="tfidf", choices=("tfidf", "embedding", "encoder"))
+    parser.add_argument(
+        "--C",
+        type=float,
+        default=None,
+        help="inverse L2 strength of the tfidf / embedding classifier (default 1.0; the "
+        "paper-000 study uses 10: less shrinkage, less global under-confidence)",
+    )
+    parser.add_argument(
+        "--relabel-model",
+        default=None,
+        help="model spec of the stage-2 relabeler (default: the generator, as in the paper)",
+    )
     parser.add_argument(
         "--encoder-model",
         default="bert-base-uncased",

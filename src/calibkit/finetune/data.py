@@ -128,7 +128,8 @@ def load_mcq_examples(
     """Questions of one dataset (:func:`calibkit.datasets.load_mcq`) as :class:`MCQExample`;
     ``split`` defaults to :data:`DEFAULT_SPLITS`. ``name`` may also be the path of a user's own
     ``.jsonl`` file (``question``, ``choices``, ``answer``; :func:`calibkit.datasets.load_mcq_file`),
-    whose every question is used."""
+    whose every question is used. ``"<dataset>:<subject>"`` (e.g. ``"mmlu:anatomy"``) keeps one
+    subject's questions (ids as in the whole dataset)."""
     from calibkit.datasets import load_mcq, load_mcq_file
 
     if name.lower().endswith((".jsonl", ".ndjson")):
@@ -143,20 +144,31 @@ def load_mcq_examples(
             )
             for it in load_mcq_file(name)
         ]
-    split = split or DEFAULT_SPLITS.get(name)
+    dataset, sep, subject = name.partition(":")
+    if sep and not subject:
+        raise ValueError(f"dataset {name!r}: empty subject after ':' (use e.g. 'mmlu:anatomy')")
+    split = split or DEFAULT_SPLITS.get(dataset)
     if split is None:
-        raise ValueError(f"no default split for dataset {name!r}; pass split=")
-    return [
+        raise ValueError(f"no default split for dataset {dataset!r}; pass split=")
+    # ids index the whole file, so a subject's questions keep the ids they have in the dataset
+    out = [
         MCQExample(
             question=it.question,
             choices=tuple(it.choices),
             answer=it.answer,
-            source=name,
+            source=dataset,
             subject=it.subject,
-            id=it.id or f"{name}/{split}/{i}",
+            id=it.id or f"{dataset}/{split}/{i}",
         )
-        for i, it in enumerate(load_mcq(name, split=split, data_dir=data_dir))
+        for i, it in enumerate(load_mcq(dataset, split=split, data_dir=data_dir))
     ]
+    if sep:
+        out = [e for e in out if e.subject == subject]
+        if not out:
+            raise ValueError(
+                f"dataset {dataset!r} ({split}) has no questions of subject {subject!r}"
+            )
+    return out
 
 
 def _interleave(groups: Sequence[Sequence[MCQExample]]) -> list[MCQExample]:
@@ -177,6 +189,7 @@ def make_splits(
     n_choices: int | None = 4,
     seed: int = 0,
     data_dir: str | os.PathLike[str] | None = None,
+    exclude_ids: Iterable[str] = (),
 ) -> dict[str, list[MCQExample]]:
     """Scheme 1 / Scheme 2 splits: ``{"train", "val", "test", "ood"}``.
 
@@ -184,7 +197,8 @@ def make_splits(
     round-robin so each contributes equally until it runs out; the pooled draw is shuffled and cut
     into train / val (for temperature scaling) / test. ``ood`` is a shuffled sample of the
     out-of-domain sources. ``n_choices`` keeps only questions with that many options (``None``
-    keeps all; mixed ``K`` cannot share one ``(n, K)`` score matrix).
+    keeps all; mixed ``K`` cannot share one ``(n, K)`` score matrix). Questions whose id is in
+    ``exclude_ids`` (e.g. those a subject scan used to choose the sources) are never drawn.
     """
     for nm, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("n_ood", n_ood)):
         if v < 0:
@@ -192,11 +206,12 @@ def make_splits(
     if not train_sources:
         raise ValueError("train_sources is empty")
     rng = random.Random(seed)
+    excluded = set(exclude_ids)
 
     def prepared(names: Iterable[str]) -> list[list[MCQExample]]:
         groups = []
         for nm in names:
-            exs = load_mcq_examples(nm, data_dir=data_dir)
+            exs = [e for e in load_mcq_examples(nm, data_dir=data_dir) if e.id not in excluded]
             if n_choices is not None:
                 exs = [e for e in exs if len(e.choices) == n_choices]
             rng.shuffle(exs)

@@ -44,6 +44,7 @@ __all__ = [
     "load_preference_pairs",
     "option_logprobs",
     "option_scores",
+    "paired_differences",
     "reliability_figures",
     "sequence_logprobs",
     "win_rate",
@@ -162,6 +163,43 @@ def calibration_report(
         cis = bootstrap_metrics(p, y, n_boot=n_boot, seed=seed, **kw)
         for key, (low, high) in cis.items():
             out[f"{key}_low"], out[f"{key}_high"] = low, high
+    return out
+
+
+def paired_differences(
+    base: Scores, other: Scores, *, n_bins: int = 10, n_boot: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
+    """``other - base`` of each of :data:`REPORT_METRICS` on the same questions, with a 95 %
+    paired percentile-bootstrap interval (the same resampled questions for both models):
+    ``{metric: (difference, low, high)}``. The two must score the same question ids in the
+    same order with the same labels (option **log-probabilities**, eq. (1) applied here)."""
+    from calibkit.metrics import compute_metrics
+
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1; got {n_boot}")
+    ya, yb = base.require_labels(), other.require_labels()
+    if base.ids is None or other.ids is None or list(base.ids) != list(other.ids):
+        raise ValueError("paired_differences: the two score sets hold different question ids")
+    if not np.array_equal(ya, yb):
+        raise ValueError("paired_differences: the two score sets disagree on the labels")
+    pa, pb = option_distribution(base.logits), option_distribution(other.logits)
+    kw: dict[str, Any] = {"names": REPORT_METRICS, "n_bins": n_bins}
+
+    def diff(idx: NDArray[np.int64]) -> dict[str, float]:
+        ma = compute_metrics(pa[idx], ya[idx], **kw)
+        mb = compute_metrics(pb[idx], yb[idx], **kw)
+        return {k: mb[k] - ma[k] for k in REPORT_METRICS}
+
+    n = len(ya)
+    point = diff(np.arange(n))
+    rng = np.random.default_rng(seed)
+    draws = [diff(rng.integers(0, n, size=n)) for _ in range(n_boot)]
+    out = {}
+    for k in REPORT_METRICS:
+        v = np.array([d[k] for d in draws], dtype=np.float64)
+        v = v[np.isfinite(v)]
+        lo, hi = np.percentile(v, [2.5, 97.5]) if len(v) else (np.nan, np.nan)
+        out[k] = (float(point[k]), float(lo), float(hi))
     return out
 
 

@@ -268,7 +268,8 @@ def add_data_arguments(p: Any, *, n_train: int, n_val: int, n_test: int, n_ood: 
     g.add_argument(
         "--train",
         default="mmlu,medmcqa,openbookqa",
-        help="in-domain datasets (train + test): built-in names and/or your own .jsonl files",
+        help="in-domain datasets (train + test): built-in names, one subject of one "
+        "('mmlu:anatomy') and/or your own .jsonl files (question, choices, answer)",
     )
     g.add_argument(
         "--eval",
@@ -344,6 +345,12 @@ def add_train_arguments(p: Any) -> None:
     g.add_argument("--em-assignment", choices=("estep", "current"), default="estep")
     g.add_argument("--divergence", choices=("mse", "kl"), default="mse")
     g.add_argument(
+        "--no-preserve-top",
+        action="store_true",
+        help="ECE-term targets by the paper's formula as is (a low-accuracy bin's target may put "
+        "another option on top); default: mixed so the top option stays on top",
+    )
+    g.add_argument(
         "--max-length", type=int, default=512, help="drop questions longer than this (tokens)"
     )
     g.add_argument("--checkpoint-every", type=int, default=50)
@@ -418,6 +425,7 @@ def config_from_args(args: Any, method: str, **override: Any) -> TrainConfig:
         "em_prior": args.em_prior,
         "em_assignment": args.em_assignment,
         "divergence": args.divergence,
+        "preserve_top": not getattr(args, "no_preserve_top", False),
         "max_length": args.max_length,
         "eval_batch_size": args.eval_batch_size,
         "checkpoint_every": args.checkpoint_every,
@@ -431,11 +439,14 @@ def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def splits_from_args(args: Any) -> dict[str, list[MCQExample]]:
+def splits_from_args(
+    args: Any, *, train: Sequence[str] | None = None, exclude_ids: Sequence[str] = ()
+) -> dict[str, list[MCQExample]]:
+    """Splits of ``--train`` (or ``train``) / ``--eval``, never drawing ``exclude_ids``."""
     from calibkit.finetune.data import make_splits
 
     return make_splits(
-        _names(args.train),
+        _names(args.train) if train is None else train,
         _names(args.eval),
         n_train=args.n_train,
         n_val=args.n_val,
@@ -443,6 +454,7 @@ def splits_from_args(args: Any) -> dict[str, list[MCQExample]]:
         n_ood=args.n_ood,
         seed=args.seed,
         data_dir=args.data_dir,
+        exclude_ids=exclude_ids,
     )
 
 

@@ -137,7 +137,16 @@ def prompt_fingerprint(prompt: Prompt) -> str:
 
 
 def encode_generation(g: Generation) -> dict[str, Any]:
-    return {"text": g.text, "tokens": list(g.tokens), "logprobs": [dict(d) for d in g.logprobs]}
+    """A sample as a JSON object (a text-only reply keeps its ``n_output_tokens``)."""
+    out: dict[str, Any] = {
+        "text": g.text,
+        "tokens": list(g.tokens),
+        "logprobs": [dict(d) for d in g.logprobs],
+    }
+    n = getattr(g, "n_output_tokens", None)
+    if n is not None:
+        out["n_output_tokens"] = n
+    return out
 
 
 def decode_generation(v: Any) -> Generation:
@@ -155,6 +164,15 @@ def decode_generation(v: Any) -> Generation:
         for t, x in d.items():
             if not isinstance(x, int | float) or not x <= 0:
                 raise ValueError(f"a cached sample's logprob of {t!r} is {x!r}, not a number <= 0")
+    if "n_output_tokens" in v:
+        from calibkit.scoring.backends.openai_schema import TextGeneration
+
+        n = v["n_output_tokens"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"a cached sample's 'n_output_tokens' is {n!r}, not an int >= 0")
+        return TextGeneration(
+            text=text, tokens=tokens, logprobs=[dict(d) for d in lps], n_output_tokens=n
+        )
     return Generation(text=text, tokens=tokens, logprobs=[dict(d) for d in lps])
 
 

@@ -37,6 +37,8 @@ from numpy.typing import NDArray
 from calibkit.scoring.backends.base import ItemFailure
 from calibkit.synthetic.gaps import GapReport
 from calibkit.synthetic.prompts import (
+    COMPLETION_CUE,
+    generation_completion,
     generation_messages,
     relabel_template,
     revised_confidence,
@@ -45,7 +47,7 @@ from calibkit.synthetic.prompts import (
 from calibkit.tasks import TaskSpec
 
 if TYPE_CHECKING:
-    from calibkit.scoring.backends.base import Backend, ChatMessage
+    from calibkit.scoring.backends.base import Backend, Prompt
     from calibkit.scoring.cache import ScoreCache
 
 __all__ = [
@@ -54,9 +56,12 @@ __all__ = [
     "SyntheticText",
     "generate_synthetic",
     "is_degenerate",
+    "is_meta",
+    "near_duplicate",
     "parse_utterances",
     "relabel",
     "requests_from_gaps",
+    "usable_utterances",
 ]
 
 _KEY_VERSION = "synthetic-gen-v1"
@@ -216,6 +221,79 @@ def is_degenerate(text: str, *, max_repeats: int = 2) -> bool:
     return False
 
 
+def near_duplicate(a: str, b: str, *, threshold: float = 0.7) -> bool:
+    """Whether two texts are near-copies: after lower-casing and dropping punctuation, one
+    contains the other, or the Jaccard overlap of their word sets is at least ``threshold``
+    (small LLMs often return the prompt's example or the source text with a word changed)."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    na, nb = _norm(a), _norm(b)
+    if not na or not nb:
+        return na == nb
+    if na in nb or nb in na:
+        return True
+    wa, wb = set(na.split()), set(nb.split())
+    return len(wa & wb) / len(wa | wb) >= threshold
+
+
+_META = re.compile(
+    r"\b(utterances?|classif\w*|(this|the|original) example|the task|ready to help|"
+    r"as an ai|belongs? \d+\s*%)",
+    re.I,
+)
+
+
+def is_meta(text: str) -> bool:
+    """Whether a generated text talks about the task instead of being an example of it
+    ("This utterance is a mix of not_complaint and complaint", "I'm ready to help. What's the
+    task?"): small instruction models often answer the prompt instead of following it."""
+    return bool(_META.search(text))
+
+
+def usable_utterances(
+    answers: Sequence[str | None],
+    sources: Sequence[str],
+    examples: Sequence[str] = (),
+    *,
+    n_utterances: int = 3,
+    threshold: float = 0.7,
+) -> tuple[list[list[str]], dict[str, int]]:
+    """The synthetic texts of a batch of answers (one per request; ``None`` = no answer).
+
+    Each answer is split by :func:`parse_utterances`; an utterance is dropped when it talks
+    about the task (:func:`is_meta`) or is a near-copy (:func:`near_duplicate`) of its request's
+    source text, of a task example shown in the prompt, or of **any utterance kept before in
+    the batch** (a small model often writes the same sentence for every request: one text,
+    not many).
+
+    Returns
+    -------
+    kept : list of list of str, aligned with ``answers``
+    counts : dict with ``parsed``, ``meta`` and ``near_duplicates``
+    """
+    if len(answers) != len(sources):
+        raise ValueError(f"{len(answers)} answers but {len(sources)} source texts")
+    counts = {"parsed": 0, "meta": 0, "near_duplicates": 0}
+    accepted: list[str] = []
+    out: list[list[str]] = []
+    for answer, source in zip(answers, sources, strict=True):
+        mine: list[str] = []
+        for u in [] if answer is None else parse_utterances(answer, n_utterances):
+            counts["parsed"] += 1
+            if is_meta(u):
+                counts["meta"] += 1
+                continue
+            if any(near_duplicate(u, v, threshold=threshold) for v in (source, *examples)) or any(
+                near_duplicate(u, v, threshold=threshold) for v in accepted
+            ):
+                counts["near_duplicates"] += 1
+                continue
+            accepted.append(u)
+            mine.append(u)
+        out.append(mine)
+    return out, counts
+
+
 def parse_utterances(text: str, n: int = 3, *, min_words: int = 3) -> list[str]:
     """Split an LLM answer into at most ``n`` utterances.
 
@@ -280,6 +358,14 @@ class SyntheticGenerator:
         Prompts per backend call and per cache commit.
     progress : bool
         Progress bar.
+    chat : bool or None
+        Send chat messages (through the model's chat template) or one plain-text completion
+        prompt (:func:`~calibkit.synthetic.prompts.generation_completion`, for base models).
+        ``None``: chat when the backend has a chat template.
+    dedup_threshold : float
+        Word-set Jaccard overlap at which an utterance counts as a near-copy
+        (:func:`near_duplicate`) of the source text, of a task example or of an utterance kept
+        earlier in the same :meth:`generate` call, and is dropped.
     """
 
     def __init__(
@@ -292,6 +378,8 @@ class SyntheticGenerator:
         cache: ScoreCache | str | os.PathLike[str] | None = None,
         batch_size: int = 4,
         progress: bool = True,
+        chat: bool | None = None,
+        dedup_threshold: float = 0.7,
     ) -> None:
         if len(task.classes) != 2:
             raise ValueError(f"generation needs a binary task; {task.name} has {task.classes}")
@@ -304,11 +392,19 @@ class SyntheticGenerator:
         self.cache = cache
         self.batch_size = batch_size
         self.progress = progress
+        self.chat = bool(getattr(backend, "has_chat_template", True)) if chat is None else chat
+        if not 0.0 < dedup_threshold <= 1.0:
+            raise ValueError(f"dedup_threshold must be in (0, 1], got {dedup_threshold}")
+        self.dedup_threshold = dedup_threshold
         self.n_failed = 0  # requests of the last generate() call the backend failed on
+        self.n_parsed = 0  # utterances parsed in the last generate() call, before the copy filter
+        self.n_near_duplicates = 0  # of those, dropped as near-copies
+        self.n_meta = 0  # of those, dropped as texts about the task
 
-    def prompt(self, request: GenerationRequest) -> list[ChatMessage]:
-        """Chat messages for one request (system: appendix C; user: appendix A)."""
-        return generation_messages(
+    def prompt(self, request: GenerationRequest) -> Prompt:
+        """Chat messages for one request (system: appendix C; user: appendix A), or their
+        completion-style rendering when :attr:`chat` is false."""
+        msgs = generation_messages(
             self.task,
             request.text,
             request.confidence,
@@ -316,8 +412,9 @@ class SyntheticGenerator:
             request.scenario,
             n_utterances=self.n_utterances,
         )
+        return msgs if self.chat else generation_completion(msgs)
 
-    def _key(self, prompt: list[ChatMessage]) -> str:
+    def _key(self, prompt: Prompt) -> str:
         from calibkit.scoring.cache import cache_key
 
         return cache_key(
@@ -327,7 +424,7 @@ class SyntheticGenerator:
             str(self.max_new_tokens),
         )
 
-    def _run(self, prompts: list[list[ChatMessage]]) -> list[str | ItemFailure]:
+    def _run(self, prompts: list[Prompt]) -> list[str | ItemFailure]:
         gens = self.backend.generate(
             prompts,
             max_new_tokens=self.max_new_tokens,
@@ -335,7 +432,8 @@ class SyntheticGenerator:
         )
         if len(gens) != len(prompts):
             raise ValueError(f"backend returned {len(gens)} generations for {len(prompts)} prompts")
-        return [g if isinstance(g, ItemFailure) else g.text for g in gens]
+        cue = "" if self.chat else COMPLETION_CUE.lstrip("\n")  # the answer starts mid-bullet
+        return [g if isinstance(g, ItemFailure) else cue + g.text for g in gens]
 
     def raw(self, requests: Sequence[GenerationRequest]) -> list[str | ItemFailure]:
         """The LLM's raw answer to every request (cached), or the
@@ -358,20 +456,35 @@ class SyntheticGenerator:
             )
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[SyntheticText]:
-        """Parsed utterances of every request (up to ``n_utterances`` each, copies of the source
-        text dropped), not yet relabeled."""
-        out = []
+        """Parsed utterances of every request (up to ``n_utterances`` each), not yet relabeled,
+        filtered by :func:`usable_utterances` (near-copies and texts about the task dropped,
+        counted in :attr:`n_near_duplicates` and :attr:`n_meta`)."""
         self.n_failed = 0
-        for r, answer in zip(requests, self.raw(requests), strict=True):
+        answers: list[str | None] = []
+        for answer in self.raw(requests):
             if isinstance(answer, ItemFailure):
                 self.n_failed += 1  # no text is made up for a failed request
-                continue
-            pct = r.target_percent
-            source = _norm(r.text)
-            for u in parse_utterances(answer, self.n_utterances):
-                if _norm(u) != source:  # a copy of x_i is not synthetic data
-                    out.append(SyntheticText(u, r.label, r.source, r.scenario, pct))
-        return out
+                answers.append(None)
+            else:
+                answers.append(answer)
+        examples = [t for c in self.task.classes for t in self.task.examples.get(c, ())]
+        kept, counts = usable_utterances(
+            answers,
+            [r.text for r in requests],
+            examples,
+            n_utterances=self.n_utterances,
+            threshold=self.dedup_threshold,
+        )
+        self.n_parsed, self.n_near_duplicates, self.n_meta = (
+            counts["parsed"],
+            counts["near_duplicates"],
+            counts["meta"],
+        )
+        return [
+            SyntheticText(u, r.label, r.source, r.scenario, r.target_percent)
+            for r, us in zip(requests, kept, strict=True)
+            for u in us
+        ]
 
 
 def relabel(
@@ -435,14 +548,20 @@ def generate_synthetic(
     cache: ScoreCache | str | os.PathLike[str] | None = None,
     batch_size: int = 4,
     progress: bool = True,
+    relabel_backend: Backend | None = None,
+    chat: bool | None = None,
 ) -> tuple[list[SyntheticText], dict[str, int]]:
     """Both stages: generate for every request, then keep the texts the LLM relabels correctly.
+
+    ``relabel_backend`` classifies in stage 2 (default: the generator, as in the paper); ``chat``
+    is passed to :class:`SyntheticGenerator` (``None``: chat when the backend has a template).
 
     Returns
     -------
     kept : list of SyntheticText
     stats : dict
-        ``requests``, ``generated`` (parsed utterances), ``kept``, ``unparsed`` (requests
+        ``requests``, ``parsed`` (utterances parsed), ``near_duplicates`` and ``meta`` (of those,
+        dropped as near-copies or as texts about the task), ``generated`` (utterances sent to the relabel), ``kept``, ``unparsed`` (requests
         whose answer yielded no utterance, failed ones included), ``failed_generation``
         (requests the backend failed on) and ``failed_relabel`` (texts it failed to classify).
     """
@@ -456,12 +575,18 @@ def generate_synthetic(
             cache=c,
             batch_size=batch_size,
             progress=progress,
+            chat=chat,
         )
         texts = gen.generate(requests)
-        kept, pred = relabel(backend, task, texts, mode=relabel_mode, cache=c, progress=progress)
+        kept, pred = relabel(
+            relabel_backend or backend, task, texts, mode=relabel_mode, cache=c, progress=progress
+        )
     sources = {t.source for t in texts}
     stats = {
         "requests": len(requests),
+        "parsed": gen.n_parsed,
+        "near_duplicates": gen.n_near_duplicates,
+        "meta": gen.n_meta,
         "generated": len(texts),
         "kept": len(kept),
         "unparsed": sum(1 for r in requests if r.source not in sources),

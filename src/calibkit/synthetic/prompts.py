@@ -43,9 +43,11 @@ if TYPE_CHECKING:
     from calibkit.scoring.prompts import PromptTemplate
 
 __all__ = [
+    "COMPLETION_CUE",
     "SCENARIOS",
     "TASKS",
     "TaskSpec",
+    "generation_completion",
     "generation_messages",
     "generation_prompt",
     "get_task",
@@ -312,6 +314,32 @@ def generation_messages(
             "content": generation_prompt(text, conf, rev, task.classes, n_utterances=n_utterances),
         },
     ]
+
+
+#: what a completion-style generation prompt ends with (and the model's answer is read after):
+#: the bullet-and-quote format of the appendix C examples, so that a base model continues the
+#: list of example utterances instead of writing about the task
+COMPLETION_CUE = '\n- "'
+
+
+def generation_completion(messages: Sequence[ChatMessage]) -> str:
+    """Stage 1 as one plain-text prompt, for base models without a chat template (Gemma 3 270M
+    base): the system and user messages separated by a blank line, then
+    :data:`COMPLETION_CUE`, so the continuation is the first utterance in the examples' format.
+
+    Parameters
+    ----------
+    messages : the chat messages of :func:`generation_messages`.
+    """
+    parts = []
+    for m in messages:
+        content = str(m.get("content", "")).strip()
+        if not content:
+            raise ValueError(f"a generation message has no content: {m!r}")
+        parts.append(content)
+    if not parts:
+        raise ValueError("no generation messages to render")
+    return "\n\n".join(parts) + COMPLETION_CUE
 
 
 def relabel_template(task: TaskSpec) -> PromptTemplate:

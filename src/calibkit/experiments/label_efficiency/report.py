@@ -19,8 +19,12 @@ __all__ = [
     "PAPER_TABLE5",
     "paper_comparison",
     "plot_ace_vs_shots",
+    "pooled_wilcoxon",
+    "render_labeler_summary",
     "render_report",
     "summarize",
+    "wilcoxon_tests",
+    "zero_label_share",
 ]
 
 #: Paper 001 Table 1 (fine-tuned Llama2-7B, 12 tasks): (mean, std, median, IQR/2)
@@ -168,11 +172,138 @@ def paper_comparison(raw: Any, summary: Any) -> dict[str, Any]:
                     "p_value": p,
                 }
     out["paired_vs_uniform"] = paired
+    out["wilcoxon"] = wilcoxon_tests(raw)
+    out["zero_label_share"] = zero_label_share(summary)
+    return out
+
+
+def wilcoxon_tests(raw: Any) -> list[dict[str, Any]]:
+    """Paired two-sided Wilcoxon signed-rank tests across tasks (per-task ACE averaged over
+    seeds; ``scipy.stats.wilcoxon``), per method ``m`` and the largest shots ``K``:
+
+    * ALL-OOT/m and SIM-OOT/m vs uncalibrated (does out-of-task calibration help?);
+    * X/m at K vs uncalibrated, X in the in-task strategies;
+    * U/m at K vs ALL-OOT/m (do K in-task labels add to zero in-task labels?);
+    * SE/m and IE/m at K vs U/m at K (paper: SE/IE beat U).
+
+    Each row: ``a``, ``b`` (the two cells), ``n_tasks``, ``mean_a``, ``mean_b``, ``wins``
+    (tasks where ``a`` has the lower ACE), ``losses``, ``p_value`` (1.0 when every difference is
+    0; nan with fewer than 2 tasks) and ``min_p`` (the smallest two-sided exact p-value
+    ``n_tasks`` tasks allow: ``2 / 2**n``; with 5 tasks no test can reach 0.05).
+    """
+    from scipy.stats import wilcoxon
+
+    per_task = raw.groupby(["strategy", "method", "shots", "task"])["ace"].mean()
+
+    def cell(strategy: str, method: str, shots: int) -> Any:
+        try:
+            return per_task.loc[(strategy, method, shots)]
+        except KeyError:
+            return None
+
+    intask = raw[raw.shots > 0]
+    if len(intask) == 0:
+        return []
+    top = int(intask.shots.max())
+    methods = sorted(set(intask.method))
+    strategies = [x for x in STRATEGIES if x in set(intask.strategy)]
+    unc: tuple[str, str, int] = (UNCAL, "-", 0)
+    pairs: list[tuple[tuple[str, str, int], tuple[str, str, int]]] = []
+    for m in methods:
+        pairs += [((scen, m, 0), unc) for scen in OOT_SCENARIOS]
+        pairs += [((x, m, top), unc) for x in strategies]
+        pairs.append((("U", m, top), ("ALL-OOT", m, 0)))
+        pairs += [((x, m, top), ("U", m, top)) for x in strategies if x != "U"]
+    rows = []
+    for a, b in pairs:
+        va, vb = cell(*a), cell(*b)
+        if va is None or vb is None:
+            continue
+        common = va.index.intersection(vb.index)
+        d = (va.loc[common] - vb.loc[common]).to_numpy(dtype=np.float64)
+        n = int(d.size)
+        if n < 2:
+            p = float("nan")
+        elif not np.any(d != 0):
+            p = 1.0
+        else:
+            p = float(wilcoxon(d).pvalue)
+        rows.append(
+            {
+                "a": _label(a),
+                "b": _label(b),
+                "n_tasks": n,
+                "mean_a": float(va.loc[common].mean()),
+                "mean_b": float(vb.loc[common].mean()),
+                "wins": int(np.sum(d < 0)),
+                "losses": int(np.sum(d > 0)),
+                "p_value": p,
+                "min_p": float(min(1.0, 2.0 / 2.0**n)) if n else float("nan"),
+            }
+        )
+    return rows
+
+
+def pooled_wilcoxon(raws: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """:func:`wilcoxon_tests` over every (labeler, task) pair of several labelers' studies
+    (``raws``: labeler -> raw ACE rows), each pair one unit. The same task under two labelers is
+    two units that are not independent, so read these p-values as a summary, not as exact;
+    empty with fewer than two labelers."""
+    import pandas as pd
+
+    if len(raws) < 2:
+        return []
+    parts = [r.assign(task=[f"{lab}:{t}" for t in r.task]) for lab, r in raws.items()]
+    return wilcoxon_tests(pd.concat(parts, ignore_index=True))
+
+
+def _label(key: tuple[str, str, int]) -> str:
+    strategy, method, shots = key
+    if strategy == UNCAL:
+        return UNCAL
+    return f"{strategy}/{method}" + (f"@{shots}" if shots else "")
+
+
+def zero_label_share(summary: Any) -> dict[str, Any]:
+    """The share of the calibration gain that needs no in-task label.
+
+    ``gain(X) = mean ACE(uncalibrated) - mean ACE(X)``; ``share = gain(ALL-OOT, its better
+    method) / gain(best in-task cell)`` (any shots, strategy, method). ``share`` is nan when the
+    best in-task cell does not beat uncalibrated (no gain to share); above 1 when ALL-OOT beats
+    every in-task cell.
+    """
+    unc = _cell(summary, UNCAL, "-", 0)
+    oot = summary[summary.strategy == "ALL-OOT"]
+    intask = summary[summary.shots > 0]
+    out: dict[str, Any] = {"share": float("nan")}
+    if unc is None or oot.empty or intask.empty:
+        return out
+    o = oot.loc[oot["mean"].idxmin()]
+    b = intask.loc[intask["mean"].idxmin()]
+    g_oot = float(unc["mean"] - o["mean"])
+    g_in = float(unc["mean"] - b["mean"])
+    out.update(
+        uncalibrated=float(unc["mean"]),
+        all_oot=f"ALL-OOT/{o.method}",
+        all_oot_mean=float(o["mean"]),
+        best_in_task=f"{b.strategy}/{b.method}@{int(b.shots)}",
+        best_in_task_mean=float(b["mean"]),
+        gain_all_oot=g_oot,
+        gain_in_task=g_in,
+        share=g_oot / g_in if g_in > 0 else float("nan"),
+    )
     return out
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _fmt_p(p: float | None) -> str:
+    """A p-value: 3 decimals, or 2 significant digits below 0.001 (never a bare 0.000)."""
+    if p is None or not np.isfinite(p):
+        return "-"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
 def _table1(summary: Any, result: StudyResult | None) -> list[str]:
@@ -254,6 +385,31 @@ def _claims(comparison: Mapping[str, Any]) -> list[str]:
             + ", ".join(f"{k2} {_pct(v, sign=False)}" for k2, v in sv.items())
             + " (paper: about 10%; positive = better than U)."
         )
+    z = comparison.get("zero_label_share") or {}
+    if z.get("best_in_task"):
+        share = z["share"]
+        lines.append(
+            f"- Share of the gain that needs zero in-task labels: {z['all_oot']} gains "
+            f"{z['gain_all_oot']:+.3f} over uncalibrated, the best in-task cell "
+            f"{z['best_in_task']} {z['gain_in_task']:+.3f}: "
+            + (f"**{share:.0%}**." if np.isfinite(share) else "undefined (no in-task gain).")
+        )
+    wx = comparison.get("wilcoxon") or []
+    if wx:
+        lines += [
+            "",
+            "Wilcoxon signed-rank tests across tasks (two-sided; per-task ACE averaged over "
+            "seeds; wins = tasks where A has the lower ACE; min p = the smallest p the number "
+            "of tasks allows):",
+            "",
+            "| A | B | mean ACE A | mean ACE B | A better | p | min p |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in wx:
+            lines.append(
+                f"| {r['a']} | {r['b']} | {_fmt(r['mean_a'])} | {_fmt(r['mean_b'])} | "
+                f"{r['wins']}/{r['n_tasks']} | {_fmt_p(r['p_value'])} | {_fmt_p(r['min_p'])} |"
+            )
     paired = comparison.get("paired_vs_uniform", {})
     if paired:
         lines += ["", "| cell | tasks better than U | worse | Wilcoxon p |", "|---|---|---|---|"]
@@ -265,11 +421,19 @@ def _claims(comparison: Mapping[str, Any]) -> list[str]:
 
 
 def render_report(
-    summary: Any, comparison: Mapping[str, Any], *, model: str, result: StudyResult | None = None
+    summary: Any,
+    comparison: Mapping[str, Any],
+    *,
+    model: str,
+    result: StudyResult | None = None,
+    screen: str | None = None,
 ) -> str:
-    """Markdown: Table 1 (OOT), Table 2 (best per shots), Table 5 (all cells), paper claims."""
+    """Markdown: the signal screen (``screen``, already rendered), Table 1 (OOT), Table 2 (best
+    per shots), Table 5 (all cells), paper claims."""
     n_tasks = int(summary.n_tasks.max()) if len(summary) else 0
     lines = [f"## Label-efficient calibration: {model}", ""]
+    if screen:
+        lines += ["### Signal screen (AUROC of the class margin vs the label)", "", screen, ""]
     lines += [
         f"{n_tasks} tasks; ACE statistics across tasks (per-task ACE averaged over seeds).",
         "",
@@ -278,6 +442,73 @@ def render_report(
     lines += ["", *_table2(summary)]
     lines += ["", *_table5(summary)]
     lines += ["", *_claims(comparison)]
+    return "\n".join(lines) + "\n"
+
+
+def render_labeler_summary(
+    results: Mapping[str, Mapping[str, Any]],
+    paper: bool = True,
+    pooled: list[dict[str, Any]] | None = None,
+) -> str:
+    """One row per labeler: tasks kept, mean ACE uncalibrated / ALL-OOT / SIM-OOT (ST, SV) /
+    the best in-task cell at the largest shots, the zero-label share and the Wilcoxon p of
+    ALL-OOT/ST vs uncalibrated; then the ``pooled`` tests (:func:`pooled_wilcoxon`), if any."""
+    head = (
+        "| labeler | tasks kept | uncalibrated | ALL-OOT ST | ALL-OOT SV | SIM-OOT ST | "
+        "SIM-OOT SV | best in-task at K shots | zero-label share | p (ALL-OOT ST vs uncal.) |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    if paper:
+        p1 = PAPER_TABLE1
+        lines.append(
+            f"| paper (Llama2-7B) | 12/12 | {p1[(UNCAL, '-')][0]:.3f} | "
+            f"{p1[('ALL-OOT', 'ST')][0]:.3f} | {p1[('ALL-OOT', 'SV')][0]:.3f} | "
+            f"{p1[('SIM-OOT', 'ST')][0]:.3f} | {p1[('SIM-OOT', 'SV')][0]:.3f} | "
+            f"{PAPER_TABLE5[(100, 'IE', 'SV')][0]:.3f} (IE/SV@100) | - | - |"
+        )
+    for lab, r in results.items():
+        summ = r.get("summary_frame")
+        if summ is None:
+            lines.append(f"| {lab} | {r.get('kept', '-')} | not run: {r.get('note', '')} |")
+            continue
+        comp = r["comparison"]
+
+        def m(strategy: str, method: str, shots: int = 0, summ: Any = summ) -> str:
+            c = _cell(summ, strategy, method, shots)
+            return "-" if c is None else _fmt(c["mean"])
+
+        top = comp.get("largest_shots") or 0
+        intask = summ[summ.shots == top]
+        best = intask.loc[intask["mean"].idxmin()] if len(intask) else None
+        best_s = (
+            "-" if best is None else f"{_fmt(best['mean'])} ({best.strategy}/{best.method}@{top})"
+        )
+        share = (comp.get("zero_label_share") or {}).get("share", float("nan"))
+        p_oot = next(
+            (w["p_value"] for w in comp.get("wilcoxon", [])
+             if w["a"] == "ALL-OOT/ST" and w["b"] == UNCAL),
+            float("nan"),
+        )  # fmt: skip
+        lines.append(
+            f"| {lab} | {r.get('kept', '-')} | {m(UNCAL, '-')} | {m('ALL-OOT', 'ST')} | "
+            f"{m('ALL-OOT', 'SV')} | {m('SIM-OOT', 'ST')} | {m('SIM-OOT', 'SV')} | {best_s} | "
+            f"{_fmt(share, 2) if np.isfinite(share) else '-'} | {_fmt_p(p_oot)} |"
+        )
+    if pooled:
+        n = pooled[0]["n_tasks"]
+        lines += [
+            "",
+            f"Wilcoxon signed-rank tests over all {n} kept (labeler, task) pairs (two-sided; "
+            "a task kept by two labelers counts twice, so these pairs are not independent):",
+            "",
+            "| A | B | mean ACE A | mean ACE B | A better | p |",
+            "|---|---|---|---|---|---|",
+        ]
+        for w in pooled:
+            lines.append(
+                f"| {w['a']} | {w['b']} | {_fmt(w['mean_a'])} | {_fmt(w['mean_b'])} | "
+                f"{w['wins']}/{w['n_tasks']} | {_fmt_p(w['p_value'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 

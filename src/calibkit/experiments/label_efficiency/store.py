@@ -24,6 +24,7 @@ from calibkit.scores import Scores
 
 __all__ = [
     "check_provenance",
+    "few_shot_examples",
     "prompt_template",
     "resolve_tasks",
     "score_tasks",
@@ -66,20 +67,75 @@ def scores_path(scores_dir: Path, model: str, task: str) -> Path:
     return scores_dir / safe / f"{task}.parquet"
 
 
-def prompt_template(task: Any) -> Any:
-    """The zero-shot prompt of a task: its question (and the answer words) in the shared system
-    prompt, which the backend encodes once and reuses; only ``"<kind>: <text>"`` is per item."""
+def prompt_template(task: Any, examples: Sequence[tuple[str, str]] = ()) -> Any:
+    """The prompt of a task: its question (and the answer words) in the shared system prompt,
+    which the backend encodes once and reuses; only ``"<kind>: <text>"`` is per item.
+
+    ``examples`` ((text, class name) pairs, see :func:`few_shot_examples`) become earlier
+    user/assistant turns (``few_shot_style="dialogue"``, as the cascade study's few-shot
+    labelers); none gives the zero-shot prompt, unchanged (same cache keys as before)."""
     from calibkit.scoring import PromptTemplate
 
     if len(task.classes) == 2:
         answer = f"Answer {task.classes[0]} or {task.classes[1]}."
     else:
         answer = f"Answer with one of: {', '.join(task.classes)}."
+    extra: dict[str, Any] = {}
+    if examples:
+        extra = {"examples": tuple(examples), "few_shot_style": "dialogue"}
     return PromptTemplate(
         instruction=f"{task.question} {answer} Possible answers:",
         input_template=f"{task.text_kind}: {{text}}",
         answer_instruction="",
+        **extra,
     )
+
+
+def few_shot_examples(
+    spec: Any,
+    task: Any,
+    shots: int,
+    *,
+    seed: int = 0,
+    data_dir: str | None = None,
+    frame: Any = None,
+) -> list[tuple[str, str]]:
+    """``shots`` in-context examples ``(text, class name)`` of a task, drawn (seeded) from its
+    dataset *outside* the task's items, by the cascade study's demo draw
+    (:func:`calibkit.experiments.cascade._demos`: 2 short texts per class, in a random order);
+    the first ``shots`` of them are shown.
+
+    Parameters
+    ----------
+    spec : TaskSpec of the task (its data source)
+    task : the built :class:`calibkit.experiments.tasks.Task` (its ``ids`` are left out)
+    shots : 0 .. 2 x number of classes
+    seed : the draw's seed (combined with the task name and ``shots``)
+    frame : the task's rows (:func:`calibkit.tasks.load_task_frame`), if already loaded
+    """
+    import zlib
+
+    from calibkit.experiments.cascade import _demos
+    from calibkit.experiments.label_efficiency.config import MAX_SHOTS_PER_CLASS
+    from calibkit.tasks import load_task_frame
+
+    limit = MAX_SHOTS_PER_CLASS * len(task.classes)
+    if not 0 <= int(shots) <= limit:
+        raise ValueError(
+            f"task {task.name!r}: shots must lie in 0..{limit} (2 examples per class); got {shots}"
+        )
+    if shots == 0:
+        return []
+    df = load_task_frame(spec, data_dir=data_dir) if frame is None else frame
+    used = {str(i) for i in task.ids}
+    source = getattr(getattr(spec, "data", None), "source_name", task.dataset)
+    row_ids = df["row"].map(lambda r: f"{source}:{int(r)}")
+    text = df["text"].astype(str).str.strip()
+    max_chars = int(task.meta.get("max_chars") or 10**9)
+    keep = (~row_ids.isin(used)) & (text.str.len() > 0) & (text.str.len() <= max_chars)
+    pool = df.assign(text=text)[keep.to_numpy()]
+    rng = np.random.default_rng([int(seed), zlib.crc32(task.name.encode()), int(shots)])
+    return list(_demos(spec, pool, rng))[: int(shots)]
 
 
 def task_fingerprint(spec: Any) -> str:
@@ -101,6 +157,7 @@ def _provenance(task: Any, model: str, fingerprint: str | None) -> dict[str, Any
     return {
         "task": task.name,
         "model": model,
+        "shots": 0,
         "question": task.question,
         "n_per_task": task.meta.get("n_per_task"),
         "task_seed": task.meta.get("seed"),
@@ -114,11 +171,27 @@ def check_provenance(
     cfg: StudyConfig,
     model: str,
     fingerprints: Mapping[str, str] | None = None,
+    labeler: Mapping[str, Any] | None = None,
 ) -> None:
-    """Stored scores must come from the same task subsample as the config describes, and from
-    the same task definition (:func:`task_fingerprint`, where the stored scores record one)."""
+    """Stored scores must come from the same task subsample as the config describes, from the
+    same task definition (:func:`task_fingerprint`, where the stored scores record one) and, for
+    a ``labeler`` ``{"model", "shots"}``, from the same model spec and number of in-context
+    examples (where the stored scores record them)."""
     want = {"n_per_task": cfg.n_per_task, "task_seed": cfg.task_seed, "max_chars": cfg.max_chars}
     for name, sc in scores.items():
+        if labeler is not None:
+            got_m, got_k = sc.meta.get("model"), sc.meta.get("shots")
+            if got_m is not None and str(got_m) != str(labeler["model"]):
+                raise ValueError(
+                    f"stored scores of {model}/{name} come from model {got_m!r}, but the labeler "
+                    f"is {labeler['model']!r}; use another scores_dir or delete them to rescore"
+                )
+            if got_k is not None and int(got_k) != int(labeler["shots"]):
+                raise ValueError(
+                    f"stored scores of {model}/{name} were scored with {got_k} in-context "
+                    f"examples, but the labeler has shots={labeler['shots']}; delete them to "
+                    "rescore"
+                )
         got: dict[str, Any] = {k: sc.meta[k] for k in want if sc.meta.get(k) is not None}
         diff = {k: (v, want[k]) for k, v in got.items() if int(v) != int(want[k])}
         if diff:
@@ -155,14 +228,20 @@ def score_tasks(
     batch_size: int = 16,
     progress: bool = True,
     fingerprints: Mapping[str, str] | None = None,
+    labeler: str | None = None,
+    examples: Mapping[str, Sequence[tuple[str, str]]] | Callable[[Any], Any] | None = None,
 ) -> dict[str, Scores]:
     """Score every task with the model spec ``model`` (one forward pass per item, SQLite-cached)
-    and store each as ``scores_dir/<model>/<task>.parquet``; tasks already stored are read back,
-    not rescored. ``fingerprints`` (task -> :func:`task_fingerprint`) are stored with them."""
+    and store each as ``scores_dir/<labeler or model>/<task>.parquet``; tasks already stored are
+    read back, not rescored. ``fingerprints`` (task -> :func:`task_fingerprint`) are stored with
+    them. ``examples``: per task (a mapping, or a function of the task called only for tasks
+    that are scored) the in-context examples of a few-shot labeler (:func:`few_shot_examples`);
+    they are stored in the meta (``shots``, ``examples``)."""
     out: dict[str, Scores] = {}
     todo = []
+    folder = labeler or model
     for t in tasks:
-        p = scores_path(scores_dir, model, t.name)
+        p = scores_path(scores_dir, folder, t.name)
         if p.is_file():
             out[t.name] = Scores.load(p)
         else:
@@ -178,10 +257,16 @@ def score_tasks(
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     with ScoreCache(root / "scores.sqlite") as cache:
         for t in todo:
+            if examples is None:
+                demos: list[tuple[str, str]] = []
+            elif callable(examples):
+                demos = list(examples(t))
+            else:
+                demos = list(examples.get(t.name, ()))
             scorer = ClassificationScorer(
                 backend,
                 t.classes,
-                prompt_template(t),
+                prompt_template(t, demos),
                 mode="next_token",
                 cache=cache,
                 batch_size=batch_size,
@@ -191,8 +276,10 @@ def score_tasks(
             meta = dict(sc.meta)
             meta["backend"] = meta.pop("model", backend.name)
             fp = (fingerprints or {}).get(t.name)
-            sc = replace(sc, meta={**meta, **_provenance(t, model, fp)})
-            sc.save(scores_path(scores_dir, model, t.name))
+            prov = _provenance(t, model, fp)
+            prov.update(shots=len(demos), examples=[list(d) for d in demos], labeler=folder)
+            sc = replace(sc, meta={**meta, **prov})
+            sc.save(scores_path(scores_dir, folder, t.name))
             out[t.name] = sc
     return out
 

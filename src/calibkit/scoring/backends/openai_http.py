@@ -12,6 +12,13 @@ follows the prompt:
   ``choices[0].logprobs.{tokens, token_logprobs, top_logprobs}`` (the chat-style
   ``logprobs.content`` list that llama.cpp returns there is accepted too).
 
+A call that wants only the text (``generate(..., top_logprobs=0)``, and
+:meth:`~OpenAICompatibleBackend.sample`) sends no ``logprobs`` / ``top_logprobs`` fields at all,
+so it works on servers that return no log-probabilities (OpenAI's newer models, many
+providers); its replies are :class:`~calibkit.scoring.backends.openai_schema.TextGeneration`
+values (text, no per-token log-probabilities). Every call that asks for log-probabilities still
+needs them in the reply.
+
 An HTTP server only reports the top-k alternatives at each position (k <= 20 on OpenAI and by
 default on vLLM), so a candidate outside the top-k is *missing* from the returned dicts; the
 backend returns every reported token, so the scorers can bound a missing class from above.
@@ -227,7 +234,9 @@ class OpenAICompatibleBackend(HttpTransport):
             Token strings of interest; reported at a position only if the server listed them
             among its top alternatives there (an HTTP API cannot be asked for arbitrary tokens).
         top_logprobs : int
-            Alternatives per position, capped to the backend's ``top_logprobs``.
+            Alternatives per position, capped to the backend's ``top_logprobs``. ``0`` asks for
+            no log-probabilities at all (a text-only request: the reply's text, ``tokens`` and
+            ``logprobs`` empty; works on servers that return none).
 
         Returns
         -------
@@ -251,7 +260,10 @@ class OpenAICompatibleBackend(HttpTransport):
             raise ValueError(f"top_logprobs must be an int >= 0, got {top_logprobs!r}")
         check_candidates(candidates)
         k = min(top_logprobs, self.top_logprobs)
-        payloads = [self._payload(p, max_new_tokens, k, i) for i, p in enumerate(prompts)]
+        lp = top_logprobs > 0
+        payloads = [
+            self._payload(p, max_new_tokens, k, i, logprobs=lp) for i, p in enumerate(prompts)
+        ]
         return self._run_all(payloads)
 
     def next_token_logprobs(
@@ -282,9 +294,9 @@ class OpenAICompatibleBackend(HttpTransport):
         One request per sample, with ``n: 1``, ``temperature``, ``top_p`` and ``seed: seed + j``
         for sample ``j``: servers differ on ``n`` (llama.cpp's ignores it and returns one
         choice), and one request per sample keeps each sample reproducible and cacheable on its
-        own. Requests carry ``top_logprobs: 1`` (a reply needs log-probabilities to parse, as for
-        :meth:`generate`). Failures are :class:`ItemFailure` values in place, as for
-        :meth:`generate`.
+        own. Requests ask for no log-probabilities (text only, so sampling works on servers that
+        return none; the samples' ``tokens`` and ``logprobs`` are empty). Failures are
+        :class:`ItemFailure` values in place, as for :meth:`generate`.
         """
         from calibkit.scoring.sampling import SamplingParams
 
@@ -298,7 +310,7 @@ class OpenAICompatibleBackend(HttpTransport):
         payloads = []
         for i, p in enumerate(prompts):
             for j in range(n):
-                body = self._payload(p, max_new_tokens, min(1, self.top_logprobs), i)
+                body = self._payload(p, max_new_tokens, 0, i, logprobs=False)
                 body.update(temperature=params.temperature, top_p=params.top_p)
                 body["seed"] = params.seed + j
                 payloads.append(body)
@@ -313,7 +325,9 @@ class OpenAICompatibleBackend(HttpTransport):
             raise PartialResults(grouped) from None
         return [list(flat[i * n : (i + 1) * n]) for i in range(len(prompts))]
 
-    def _payload(self, prompt: Prompt, max_tokens: int, k: int, i: int) -> dict[str, Any]:
+    def _payload(
+        self, prompt: Prompt, max_tokens: int, k: int, i: int, *, logprobs: bool = True
+    ) -> dict[str, Any]:
         return build_payload(
             self.model,
             prompt,
@@ -322,6 +336,7 @@ class OpenAICompatibleBackend(HttpTransport):
             i,
             use_chat=self.use_chat,
             extra_body=self.extra_body,
+            logprobs=logprobs,
         )
 
     # -- the transport's hooks -------------------------------------------------------------

@@ -5,22 +5,30 @@ with ``logprobs: true, top_logprobs: k``; a plain string to the legacy ``/comple
 ``logprobs: k``); :func:`parse_chat` and :func:`parse_completion` read a reply's answer and
 per-position log-probabilities (``choices[0].logprobs.content`` for chat;
 ``choices[0].logprobs.{tokens, token_logprobs, top_logprobs}`` for completions, or the chat
-shape llama.cpp returns there). Every number is checked: a log-probability must be a finite
-number <= 0 (up to ``1e-4`` above 0 is float rounding of a certain token, read as 0; a ``-inf``
-alternative is dropped). A reply of the wrong shape raises :class:`Malformed` naming the field.
-No I/O here: the transport is :mod:`calibkit.scoring.backends._http_transport`.
+shape llama.cpp returns there). A *text-only* request (``build_payload(..., logprobs=False)``:
+no ``logprobs`` / ``top_logprobs`` fields, for servers that return none) is answered by a
+:class:`TextGeneration`: the text (checked: a string; ``""`` is a valid empty reply) and the
+number of generated tokens from ``usage.completion_tokens`` when the server reports it; any
+log-probabilities in such a reply are ignored. A reply to a request that asked for
+log-probabilities must carry them (strict checks below). Every number is checked: a
+log-probability must be a finite number <= 0 (up to ``1e-4`` above 0 is float rounding of a
+certain token, read as 0; a ``-inf`` alternative is dropped). A reply of the wrong shape
+raises :class:`Malformed` naming the field. No I/O here: the transport is
+:mod:`calibkit.scoring.backends._http_transport`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from calibkit.scoring.backends.base import ChatMessage, Generation, ItemFailure, Prompt
 
 __all__ = [
     "Malformed",
+    "TextGeneration",
     "as_messages",
     "build_payload",
     "check_candidates",
@@ -29,6 +37,7 @@ __all__ = [
     "parse_chat",
     "parse_completion",
     "parse_reply",
+    "wants_logprobs",
 ]
 
 _NUM = (int, float)
@@ -39,6 +48,20 @@ _POS_TOL = 1e-4
 
 class _Malformed(Exception):
     pass
+
+
+@dataclass
+class TextGeneration(Generation):
+    """A reply to a text-only request: ``tokens`` and ``logprobs`` are empty.
+
+    Attributes
+    ----------
+    n_output_tokens : int or None
+        Tokens generated, from the reply's ``usage.completion_tokens`` (``None`` when the server
+        did not report it).
+    """
+
+    n_output_tokens: int | None = None
 
 
 def _get(obj: Any, key: str | int, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -96,7 +119,8 @@ def _first_choice(payload: Any) -> dict[str, Any]:
 def _no_logprobs(where: str) -> _Malformed:
     return _Malformed(
         f"{where} is missing: the server returned no log-probabilities (does it support "
-        "logprobs? vLLM: raise --max-logprobs; llama.cpp: use a recent llama-server)"
+        "logprobs? vLLM: raise --max-logprobs; llama.cpp: use a recent llama-server; without "
+        "them, use a text-only estimator: --confidence verbalized or consistency)"
     )
 
 
@@ -231,6 +255,36 @@ def _parse_completion(payload: Any) -> Generation:
     return Generation(text=text, tokens=tokens, logprobs=lps)
 
 
+def _usage_tokens(payload: dict[str, Any]) -> int | None:
+    """``usage.completion_tokens`` checked (an int >= 0), or ``None`` when not reported."""
+    usage = payload.get("usage")
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        raise _Malformed(f"usage is {type(usage).__name__}, expected object")
+    n = usage.get("completion_tokens")
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise _Malformed(f"usage.completion_tokens is {n!r}, expected an int >= 0")
+    return n
+
+
+def _parse_text_only(payload: Any, chat: bool) -> TextGeneration:
+    """The text of a reply to a request that asked for no log-probabilities."""
+    choice = _first_choice(payload)
+    if chat:
+        message = _get(choice, "message", "choices[0]", dict)
+        text = message.get("content")
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise _Malformed(f"choices[0].message.content is {type(text).__name__}, expected str")
+    else:
+        text = _get(choice, "text", "choices[0]", str)
+    return TextGeneration(text=text, n_output_tokens=_usage_tokens(payload))
+
+
 def _first(g: Generation | ItemFailure) -> dict[str, float] | ItemFailure:
     """The first answer position of a generation (every reported token)."""
     return g if isinstance(g, ItemFailure) else dict(g.logprobs[0])
@@ -270,9 +324,11 @@ def build_payload(
     *,
     use_chat: bool = True,
     extra_body: Mapping[str, Any] | None = None,
+    logprobs: bool = True,
 ) -> dict[str, Any]:
     """The JSON body of one greedy request for ``prompt`` (``prompts[i]``) asking for ``k``
-    alternatives per position; ``extra_body`` is merged last."""
+    alternatives per position; ``extra_body`` is merged last. ``logprobs=False``: a text-only
+    request, without ``logprobs`` / ``top_logprobs`` (``k`` is ignored)."""
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": max_tokens,
@@ -282,7 +338,8 @@ def build_payload(
     }
     if isinstance(prompt, str):
         body["prompt"] = prompt
-        body["logprobs"] = k
+        if logprobs:
+            body["logprobs"] = k
     else:
         if not use_chat:
             raise ValueError(
@@ -290,8 +347,9 @@ def build_payload(
                 "without a chat template); pass a string or use use_chat=True"
             )
         body["messages"] = _as_messages(prompt, i)
-        body["logprobs"] = True
-        body["top_logprobs"] = k
+        if logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = k
     body.update(extra_body or {})
     return body
 
@@ -301,9 +359,23 @@ def endpoint_path(body: Mapping[str, Any]) -> str:
     return "chat/completions" if "messages" in body else "completions"
 
 
+def wants_logprobs(body: Mapping[str, Any]) -> bool:
+    """Whether the request ``body`` asks for log-probabilities (chat: ``logprobs`` true or a
+    ``top_logprobs``; completions: a ``logprobs`` count)."""
+    if "messages" in body:
+        return bool(body.get("logprobs")) or body.get("top_logprobs") is not None
+    return body.get("logprobs") is not None
+
+
 def parse_reply(payload: Any, body: Mapping[str, Any]) -> Generation:
-    """The reply to ``body`` in its dialect (chat or completion); :class:`Malformed` if wrong."""
-    return _parse_chat(payload) if "messages" in body else _parse_completion(payload)
+    """The reply to ``body`` in its dialect (chat or completion); :class:`Malformed` if wrong.
+
+    A request that asked for log-probabilities (:func:`wants_logprobs`) needs them in the
+    reply; one that did not gets a :class:`TextGeneration` (text only)."""
+    chat = "messages" in body
+    if not wants_logprobs(body):
+        return _parse_text_only(payload, chat)
+    return _parse_chat(payload) if chat else _parse_completion(payload)
 
 
 # public names of the parsing helpers

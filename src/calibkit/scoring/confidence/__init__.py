@@ -21,6 +21,7 @@ from __future__ import annotations
 from calibkit.scoring.confidence.base import EstimatorBase
 from calibkit.scoring.confidence.consistency import ConsistencyConfidence
 from calibkit.scoring.confidence.logits import LogitsConfidence
+from calibkit.scoring.confidence.mcq import MCQClassification, mcq_as_classification
 from calibkit.scoring.confidence.ptrue import PTrueConfidence
 from calibkit.scoring.confidence.select import (
     CONFIDENCE_CHOICES,
@@ -43,12 +44,14 @@ __all__ = [
     "ConsistencyConfidence",
     "EstimatorBase",
     "LogitsConfidence",
+    "MCQClassification",
     "PTrueConfidence",
     "VerbalizedConfidence",
     "choose_estimator",
     "correctness",
     "evaluate",
     "make_estimator",
+    "mcq_as_classification",
     "parse_confidence",
     "parse_top_k",
     "score_confidence",

@@ -44,11 +44,22 @@ def prompt_chars(p: Prompt) -> int:
     return len(p) if isinstance(p, str) else sum(len(m.get("content", "")) for m in p)
 
 
+def output_tokens(g: Generation) -> int:
+    """Tokens a generation produced: its ``tokens``, or the count a text-only reply reported."""
+    n = getattr(g, "n_output_tokens", None)
+    if not g.tokens and isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+        return n
+    return len(g.tokens)
+
+
 def cost_of(prompts: Sequence[Prompt], gens: Sequence[Generation]) -> dict[str, int]:
-    """Cost of one item: one call per prompt, the tokens generated, the prompt characters."""
+    """Cost of one item: one call per prompt, the tokens generated, the prompt characters.
+
+    A text-only reply (no per-token log-probabilities, so no ``tokens``) counts the server's
+    ``usage.completion_tokens`` (its ``n_output_tokens``) where it was reported."""
     return {
         "model_calls": len(prompts),
-        "output_tokens": sum(len(g.tokens) for g in gens),
+        "output_tokens": sum(output_tokens(g) for g in gens),
         "prompt_chars": sum(prompt_chars(p) for p in prompts),
     }
 

@@ -5,6 +5,11 @@
 :func:`confidence_scorer`, which returns ``None`` for the default ``--confidence logits`` (the
 existing scorer runs unchanged) or an object with ``score(texts, labels=..., ids=...,
 on_error=...)`` and ``last_run`` like :class:`~calibkit.scoring.classify.ClassificationScorer`.
+
+The Scores it returns carry, besides the estimator's own metadata, ``meta["n_unparseable"]`` and
+``meta["n_unparseable_of"]`` (what was counted, see :data:`UNPARSEABLE`), so every estimator's
+output says how many model replies could not be read, and :func:`summary_lines` gives the lines
+``calibkit score`` prints about it (the estimator ``auto`` chose and why, the cost).
 """
 
 from __future__ import annotations
@@ -18,7 +23,61 @@ from numpy.typing import ArrayLike
 from calibkit.scores import Scores
 from calibkit.scoring.confidence.select import CONFIDENCE_CHOICES, score_confidence
 
-__all__ = ["add_confidence_arguments", "check_confidence_args", "confidence_scorer"]
+__all__ = [
+    "UNPARSEABLE",
+    "add_confidence_arguments",
+    "check_confidence_args",
+    "confidence_scorer",
+    "summary_lines",
+]
+
+#: estimator -> (meta key holding its count of unreadable replies, what it counts)
+UNPARSEABLE = {
+    "verbalized": ("n_unparseable", "replies whose confidence could not be read (item failures)"),
+    "consistency": ("n_unparsed_samples", "samples naming no class (left out of the vote)"),
+    "ptrue": ("n_unparsed_answer", "proposed answers naming no class (counted as wrong)"),
+    "logits": ("n_unparsed", "generated answers naming no class"),
+}
+
+
+def _with_unparseable(s: Scores) -> Scores:
+    """``s`` with ``meta["n_unparseable"]`` and ``meta["n_unparseable_of"]`` (see UNPARSEABLE)."""
+    from dataclasses import replace
+
+    key, what = UNPARSEABLE.get(str(s.meta.get("estimator")), ("n_unparseable", "replies"))
+    n = int(s.meta.get(key) or 0)
+    if s.meta.get("estimator") == "consistency":  # items none of whose samples named a class
+        n_items = sum(
+            str(f.get("reason", "")).startswith("none of the") for f in s.meta.get("failures", [])
+        )
+        what = f"{what}; {n_items} items had no sample naming a class (item failures)"
+    return replace(s, meta={**s.meta, "n_unparseable": n, "n_unparseable_of": what})
+
+
+def summary_lines(meta: dict[str, Any]) -> list[str]:
+    """What ``calibkit score`` says about a confidence estimator's run: the choice of ``auto``
+    (one line) and the estimator, its cost and its unparseable count (one line)."""
+    lines = []
+    auto = meta.get("confidence_auto")
+    if isinstance(auto, dict):
+        reason = str(auto.get("reason"))
+        warn = "warning: " if "no estimator met" in reason else ""
+        lines.append(f"{warn}confidence auto: chose {auto.get('chosen')}: {reason}")
+    est = meta.get("estimator")
+    if est is None:
+        return lines
+    cost = meta.get("cost") or {}
+    per = cost.get("per_item") or {}
+    line = (
+        f"confidence estimator {est}: {cost.get('model_calls', 0)} model calls, "
+        f"{cost.get('output_tokens', 0)} output tokens "
+        f"({per.get('model_calls', 0):.2f} calls, {per.get('output_tokens', 0):.1f} tokens per "
+        "item)"
+    )
+    if "n_unparseable" in meta:
+        line += f"; {meta['n_unparseable']} unparseable ({meta.get('n_unparseable_of')})"
+    lines.append(line)
+    return lines
 
 
 def add_confidence_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,7 +86,7 @@ def add_confidence_arguments(p: argparse.ArgumentParser) -> None:
         "confidence estimator",
         "logits: answer-token log-probabilities (default); ptrue: ask whether the proposed "
         "answer is true, read P(True) (one token's log-probabilities); verbalized: the model "
-        "states a 0-100%% confidence (text only); consistency: vote share over --samples "
+        "states a 0-100% confidence (text only); consistency: vote share over --samples "
         "samples (text only); auto: logits when the server returns log-probabilities, else the "
         "cheapest text-only estimator meeting --auto-target on the labelled rows",
     )
@@ -81,19 +140,24 @@ class _ConfidenceScorer:
         *,
         on_error: Any = "fail",
     ) -> Scores:
+        import warnings
+
         run: dict[str, int] = {}
         self.last_run = run
-        return score_confidence(
-            self.method,
-            self.backend,
-            self.classes,
-            texts,
-            labels,
-            ids,
-            on_error=on_error,
-            last_run=run,
-            **self.kw,
-        )
+        with warnings.catch_warnings():  # auto's "no estimator met": said in summary_lines
+            warnings.filterwarnings("ignore", message=".*no estimator met", category=UserWarning)
+            s = score_confidence(
+                self.method,
+                self.backend,
+                self.classes,
+                texts,
+                labels,
+                ids,
+                on_error=on_error,
+                last_run=run,
+                **self.kw,
+            )
+        return _with_unparseable(s)
 
 
 def confidence_scorer(

@@ -89,7 +89,10 @@ class PTrueConfidence(EstimatorBase):
 
         first = [self.prompt(t) for t in batch]
         try:
-            g1 = list(self.backend.generate(first, max_new_tokens=self.max_new_tokens))
+            # the proposed answer needs only its text (top_logprobs=0: none asked for)
+            g1 = list(
+                self.backend.generate(first, max_new_tokens=self.max_new_tokens, top_logprobs=0)
+            )
             if len(g1) != len(batch):
                 raise ValueError(f"backend returned {len(g1)} results for {len(batch)} prompts")
             live = [i for i, g in enumerate(g1) if not isinstance(g, ItemFailure)]

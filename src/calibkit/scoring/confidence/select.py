@@ -125,16 +125,21 @@ class Choice:
     table: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _probe_logprobs(backend: Any, classes: Sequence[str], texts: Sequence[str], **kw: Any) -> bool:
+def _probe_logprobs(
+    backend: Any, classes: Sequence[str], texts: Sequence[str], **kw: Any
+) -> tuple[bool, str]:
+    """Whether ``backend`` returns log-probabilities (``logits`` on the first 3 items), and the
+    first failure's reason when it does not."""
     from calibkit.scoring.confidence.logits import LogitsConfidence
 
     try:
         LogitsConfidence(backend, classes, mode="next_token", **kw).score(
             list(texts)[:3], on_error="skip"
         )
-    except ItemsFailed:
-        return False
-    return True
+    except ItemsFailed as e:
+        first = " ".join(str(e.failures[0]["reason"] if e.failures else e).split())
+        return False, first if len(first) <= 160 else first[:157] + "..."
+    return True, ""
 
 
 def choose_estimator(
@@ -163,8 +168,10 @@ def choose_estimator(
 
     if metric not in ("ece", "auroc"):
         raise ValueError(f"metric must be 'ece' or 'auroc', got {metric!r}")
-    if _probe_logprobs(backend, classes, texts, **common):
+    has_lp, why = _probe_logprobs(backend, classes, texts, **common)
+    if has_lp:
         return Choice("logits", f"backend {backend.name} returns log-probabilities")
+    no_lp = f"no log-probabilities from backend {backend.name} ({why})"
     options = options or {}
     table: dict[str, dict[str, Any]] = {}
     for name in candidates:
@@ -201,11 +208,15 @@ def choose_estimator(
     for k in by_cost:
         if meets(ok[k]):
             return Choice(
-                k, f"cheapest estimator with {metric} {value(ok[k]):.3f} meeting {target}", table
+                k,
+                f"{no_lp}; {k} is the cheapest text-only estimator with {metric} "
+                f"{value(ok[k]):.3f} meeting {target}",
+                table,
             )
     best = (min if metric == "ece" else max)(ok, key=lambda k: value(ok[k]))
     msg = (
-        f"no estimator met {metric} target {target}; using the best, {best} ({value(ok[best]):.3f})"
+        f"{no_lp}; no estimator met {metric} target {target} (text-only); using the best, {best} "
+        f"({value(ok[best]):.3f})"
     )
     warnings.warn(msg, stacklevel=2)
     return Choice(best, msg, table)

@@ -183,7 +183,10 @@ class VerbalizedConfidence(EstimatorBase):
         return tpl.render(text, self.classes, chat=self.chat)
 
     def _gen(self, prompts: list[Any]) -> list[Generation | ItemFailure]:
-        res = list(self.backend.generate(prompts, max_new_tokens=self.max_new_tokens))
+        # text only: no log-probabilities asked for (servers that return none still answer)
+        res = list(
+            self.backend.generate(prompts, max_new_tokens=self.max_new_tokens, top_logprobs=0)
+        )
         if len(res) != len(prompts):
             raise ValueError(f"backend returned {len(res)} results for {len(prompts)} prompts")
         return res

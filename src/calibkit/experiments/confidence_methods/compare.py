@@ -1,31 +1,19 @@
-"""``calibkit experiment confidence-methods``: issue #14's study (skeleton).
+"""The one-split comparison of the skeleton study (kept for callers that score in memory).
 
-For every task and model: ``n`` seeded items of the task's test split, each estimator of
-:data:`calibkit.scoring.confidence.ESTIMATORS` run on them, the items split at random into a
-calibration half and a held-out half; on the held-out half, for the confidence of the model's
-answer as P(correct) (see :func:`calibkit.scoring.confidence.correctness`): AUROC, ECE (10
-equal-width bins) and Brier score, raw and after a Platt calibration fitted on the calibration
-half, each with a percentile bootstrap CI over the held-out items; the cost per item in model
-calls and generated tokens; the items that failed (unparseable replies, no vote ...). A row whose
-AUROC CI does not lie above 0.5 says ``no_better_than_chance`` (and ``worse_than_chance`` when it
-lies below).
-
-:func:`compare_estimators` is the pure part (a backend and labelled texts in, rows out); ``run``
-adds the command line. Not yet done: the README/docs table of a full run on the two bundled
-models and four tasks.
+:func:`compare_estimators` runs each estimator on a backend and texts, splits the items once
+into a calibration and a held-out half and reports AUROC, ECE and Brier (raw and Platt) with
+bootstrap CIs. The committed study (:mod:`calibkit.experiments.confidence_methods`) scores to
+files first and analyzes over many splits instead (:mod:`.analysis`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["add_arguments", "compare_estimators", "run"]
+__all__ = ["compare_estimators"]
 
 
 def _brier(conf: np.ndarray, correct: np.ndarray) -> float:
@@ -108,52 +96,3 @@ def compare_estimators(
         row["worse_than_chance"] = bool(hi < 0.5)
         rows.append(row)
     return rows
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tasks", default="sst2,cr,subj,trec", help="classification datasets")
-    parser.add_argument("--models", default="smollm2", help="comma-separated model specs")
-    parser.add_argument("--estimators", default="logits,ptrue,verbalized,consistency")
-    parser.add_argument("--n", type=int, default=200, help="items per task")
-    parser.add_argument("--samples", type=int, default=5, help="consistency: samples per item")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples")
-    parser.add_argument("--cache", help="SQLite cache of every model call")
-    parser.add_argument("-o", "--output", required=True, help="results .json")
-
-
-def run(args: argparse.Namespace) -> int:
-    from calibkit.datasets import load_classification
-    from calibkit.scoring.backends import make_backend
-
-    if args.n < 4:
-        raise ValueError(f"--n must be >= 4, got {args.n}")
-    out = Path(args.output)
-    if out.suffix != ".json":
-        raise ValueError(f"--output {out} must end in .json")
-    estimators = [e.strip() for e in args.estimators.split(",") if e.strip()]
-    rows: list[dict[str, Any]] = []
-    for spec in [m.strip() for m in args.models.split(",") if m.strip()]:
-        backend = make_backend(spec)
-        for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
-            df = load_classification(task)
-            if "split" in df.columns and (df["split"] == "test").any():
-                df = df[df["split"] == "test"]
-            df = df.sample(min(args.n, len(df)), random_state=args.seed)
-            classes = sorted(df["label"].unique())
-            rows += compare_estimators(
-                backend,
-                classes,
-                df["text"].tolist(),
-                df["label"].tolist(),
-                estimators=estimators,
-                options={"consistency": {"n": args.samples, "seed": args.seed}},
-                seed=args.seed,
-                n_boot=args.n_boot,
-                task=task,
-                cache=args.cache,
-            )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1, allow_nan=True))
-    print(f"wrote {out} ({len(rows)} rows)")
-    return 0
