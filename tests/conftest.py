@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A runner that starts pytest in the background of a non-interactive shell hands it SIGINT
+# ignored (SIG_IGN is inherited, and stays ignored across exec). The Ctrl-C tests need Python's
+# own handler, in this process and in the subprocesses they start (a handled signal is reset to
+# the default on exec), so put it back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _data_dir() -> Path:
