@@ -250,6 +250,20 @@ class EstimatorBase:
 
         return parse_answer(text, self.classes, self.aliases)
 
+    def item_keys(self, version: str, texts: Sequence[str], **settings: Any) -> list[str]:
+        """One cache key per text: ``version``, the backend, the template's fingerprint and the
+        JSON of the classes, their aliases, the chat flag and the estimator's ``settings``."""
+        import json
+
+        from calibkit.scoring.cache import cache_key
+
+        spec = json.dumps(
+            {"classes": self.classes, "aliases": self.aliases, "chat": self.chat, **settings},
+            sort_keys=True,
+        )
+        pre = (version, self.backend.name, self.template.fingerprint(), spec)
+        return [cache_key(*pre, t) for t in texts]
+
     @staticmethod
     def check_texts(texts: Sequence[str]) -> list[str]:
         if isinstance(texts, str):

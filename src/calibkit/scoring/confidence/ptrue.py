@@ -17,7 +17,6 @@ is right/wrong ``Scores`` (see :mod:`calibkit.scoring.confidence.base`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +25,6 @@ from numpy.typing import ArrayLike
 
 from calibkit.scores import Scores
 from calibkit.scoring.backends.base import ItemFailure, PartialResults
-from calibkit.scoring.cache import cache_key
 from calibkit.scoring.confidence.base import (
     BINARY_CLASSES,
     EstimatorBase,
@@ -155,19 +153,13 @@ class PTrueConfidence(EstimatorBase):
         ``answer_text``, ``p_true``.
         """
         texts = self.check_texts(texts)
-        spec = json.dumps(
-            {
-                "classes": self.classes,
-                "aliases": self.aliases,
-                "chat": self.chat,
-                "T": self.max_new_tokens,
-                "question": self.question,
-                "tokens": self.option_sets.to_dict(),
-            },
-            sort_keys=True,
+        keys = self.item_keys(
+            _KEY_VERSION,
+            texts,
+            T=self.max_new_tokens,
+            question=self.question,
+            tokens=self.option_sets.to_dict(),
         )
-        pre = (_KEY_VERSION, self.backend.name, self.template.fingerprint(), spec)
-        keys = [cache_key(*pre, t) for t in texts]
         self.last_run = {}
         ok, good, failures, _ = run_items(
             self._batch,

@@ -23,7 +23,6 @@ unparseable).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -33,7 +32,6 @@ from numpy.typing import ArrayLike
 
 from calibkit.scores import Scores
 from calibkit.scoring.backends.base import Generation, ItemFailure, PartialResults
-from calibkit.scoring.cache import cache_key
 from calibkit.scoring.confidence.base import (
     BINARY_CLASSES,
     EstimatorBase,
@@ -270,19 +268,9 @@ class VerbalizedConfidence(EstimatorBase):
         ``n_unparsed_answer``; ``per_item``: ``answer_index``, ``answer_text``, ``confidence``.
         """
         texts = self.check_texts(texts)
-        spec = json.dumps(
-            {
-                "classes": self.classes,
-                "aliases": self.aliases,
-                "chat": self.chat,
-                "style": self.style,
-                "k": self.k,
-                "T": self.max_new_tokens,
-            },
-            sort_keys=True,
+        keys = self.item_keys(
+            _KEY_VERSION, texts, style=self.style, k=self.k, T=self.max_new_tokens
         )
-        pre = (_KEY_VERSION, self.backend.name, self.template.fingerprint(), spec)
-        keys = [cache_key(*pre, t) for t in texts]
         self.last_run = {}
         ok, good, failures, _ = run_items(
             self._batch,
